@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: install data demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package (needs root, as on CI).
+data:
+	@test -f $(FMNIST) || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
+
+demo: install data
+	$(VENV)/bin/autogrow grow --preset demo --run-dir $(RUN_DIR)
+	$(VENV)/bin/autogrow history $(RUN_DIR)
+
+test: install data
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/log_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

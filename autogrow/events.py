@@ -1,0 +1,266 @@
+"""Immutable events and the one JSON codec that turns them into log records and back.
+
+Every observation (an epoch's metrics) and every decision (a policy check, a growth, a stop) is an
+event. Events are frozen attrs values; the log stores ``(type, schema, payload)``. This module imports
+only the standard library and attrs, so the policy core and replay tools stay torch-free.
+
+Schema evolution: each event class has a ``SCHEMA`` version. Reading a record with an older version
+runs the registered upcasters in order (``register_upcaster``); a record whose type is unknown or
+whose version is newer than this code knows fails loudly with :class:`CodecError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import attrs
+
+
+class CodecError(ValueError):
+    """A record cannot be turned into an event (unknown type, future schema, bad payload)."""
+
+
+def _freeze(value: Any) -> Any:
+    """Turn JSON-like containers into immutable ones so an event can never change after creation."""
+    if isinstance(value, Mapping):
+        return FrozenDict((str(k), _freeze(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """The JSON form of a frozen value (dicts and lists again)."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+class FrozenDict(dict):
+    """A hashable, read-only dict used for mapping-valued event fields (config, metrics)."""
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("event payloads are immutable")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
+
+
+def _frozen_field(**kwargs: Any) -> Any:
+    return attrs.field(converter=_freeze, **kwargs)
+
+
+_REGISTRY: dict[str, type[Event]] = {}
+_UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+@attrs.frozen
+class Event:
+    """Base of all events. Subclasses set ``TYPE`` (the log's type string) and ``SCHEMA``."""
+
+    TYPE: ClassVar[str] = ""
+    SCHEMA: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.TYPE:
+            if cls.TYPE in _REGISTRY and _REGISTRY[cls.TYPE].__qualname__ != cls.__qualname__:
+                raise TypeError(f"event type {cls.TYPE!r} registered twice")
+            _REGISTRY[cls.TYPE] = cls
+
+
+@attrs.frozen
+class RunStarted(Event):
+    """First event of a run: everything needed to rebuild it. ``parent_*`` set for a fork."""
+
+    TYPE: ClassVar[str] = "run_started"
+
+    run_id: str
+    config: Mapping[str, Any] = _frozen_field()
+    seed: int
+    versions: Mapping[str, Any] = _frozen_field(factory=dict)
+    parent_run_id: str | None = None
+    parent_seq: int | None = None
+    parent_snapshot: str | None = None
+
+
+@attrs.frozen
+class EpochCompleted(Event):
+    """One epoch of training and evaluation. ``phase`` is "grow" or "finetune"."""
+
+    TYPE: ClassVar[str] = "epoch_completed"
+
+    phase: str
+    epoch: int
+    arch: str
+    lr: float
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    seconds: float
+
+
+@attrs.frozen
+class PolicyChecked(Event):
+    """A policy check: the metric window it saw, the deltas and what it decided."""
+
+    TYPE: ClassVar[str] = "policy_checked"
+
+    epoch: int
+    window: tuple[float, ...] = _frozen_field()
+    stop_delta: float | None
+    grow_delta: float | None
+    decision: str
+    metric: str = "best"
+
+
+@attrs.frozen
+class BlockAdded(Event):
+    """One block appended at the end of ``stage``; the init seed makes it reproducible."""
+
+    TYPE: ClassVar[str] = "block_added"
+
+    stage: int
+    depth: int
+    arch: str
+    initializer: str
+    init_seed: int
+    growth_index: int
+
+
+@attrs.frozen
+class StageStopped(Event):
+    """A stage left the growing ring: ``reason`` is "no_improvement", "max_depth" or "growth_cap"."""
+
+    TYPE: ClassVar[str] = "stage_stopped"
+
+    stage: int
+    delta: float | None
+    reason: str = "no_improvement"
+
+
+@attrs.frozen
+class GrowthFinished(Event):
+    """The ring is empty: the found arch."""
+
+    TYPE: ClassVar[str] = "growth_finished"
+
+    arch: str
+    epoch: int
+
+
+@attrs.frozen
+class FinetuneStarted(Event):
+    """Fine-tuning of the found net begins: N epochs with a staircase LR."""
+
+    TYPE: ClassVar[str] = "finetune_started"
+
+    arch: str
+    epochs: int
+
+
+@attrs.frozen
+class SnapshotWritten(Event):
+    """A durable snapshot (model, optimizer, RNG, position) exists under this digest."""
+
+    TYPE: ClassVar[str] = "snapshot_written"
+
+    digest: str
+    epoch: int
+    step: int
+    label: str = "epoch"
+
+
+@attrs.frozen
+class RunResumed(Event):
+    """The run continues from the snapshot written at ``from_seq``; later events are superseded."""
+
+    TYPE: ClassVar[str] = "run_resumed"
+
+    from_seq: int
+    snapshot: str
+
+
+@attrs.frozen
+class RunFinished(Event):
+    """The run is done: the found net, its accuracies and a digest of its weights."""
+
+    TYPE: ClassVar[str] = "run_finished"
+
+    arch: str
+    val_acc: float
+    test_acc: float
+    params: int
+    flops: int
+    weights_digest: str
+
+
+@attrs.frozen
+class RunFailed(Event):
+    """The run stopped with an error it could name."""
+
+    TYPE: ClassVar[str] = "run_failed"
+
+    reason: str
+
+
+def event_types() -> tuple[str, ...]:
+    """All known event type strings."""
+    return tuple(sorted(_REGISTRY))
+
+
+def register_upcaster(type_name: str, from_schema: int) -> Callable:
+    """Decorator: ``fn(payload) -> payload`` migrates ``type_name`` from ``from_schema`` to +1."""
+
+    def wrap(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable:
+        _UPCASTERS[(type_name, from_schema)] = fn
+        return fn
+
+    return wrap
+
+
+def encode(event: Event) -> tuple[str, int, dict[str, Any]]:
+    """An event as ``(type, schema, payload)``; the payload is plain JSON data."""
+    cls = type(event)
+    if not cls.TYPE or _REGISTRY.get(cls.TYPE) is not cls:
+        raise CodecError(f"{cls.__name__} is not a registered event class")
+    payload = {f.name: _thaw(getattr(event, f.name)) for f in attrs.fields(cls)}
+    return cls.TYPE, cls.SCHEMA, payload
+
+
+def decode(type_name: str, schema: int, payload: Mapping[str, Any]) -> Event:
+    """The event of a stored record, upcasting old schema versions; fails loudly otherwise."""
+    cls = _REGISTRY.get(type_name)
+    if cls is None:
+        raise CodecError(
+            f"unknown event type {type_name!r}; known types: {', '.join(event_types())}"
+        )
+    if not isinstance(schema, int) or schema < 1:
+        raise CodecError(f"event {type_name!r} has an invalid schema version {schema!r}")
+    if schema > cls.SCHEMA:
+        raise CodecError(
+            f"event {type_name!r} has schema {schema} but this autogrow knows up to {cls.SCHEMA}; "
+            "upgrade autogrow to read this run"
+        )
+    data = dict(payload)
+    version = schema
+    while version < cls.SCHEMA:
+        upcaster = _UPCASTERS.get((type_name, version))
+        if upcaster is None:
+            raise CodecError(f"no upcaster for event {type_name!r} from schema {version}")
+        data = upcaster(data)
+        version += 1
+    names = {f.name for f in attrs.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise CodecError(f"event {type_name!r} has unknown fields {sorted(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as err:
+        raise CodecError(f"event {type_name!r} payload does not fit: {err}") from None

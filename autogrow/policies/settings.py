@@ -1,0 +1,97 @@
+"""The settings the growth policy reads, taken from a run's stored config (pure Python)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from autogrow.arch import Arch, format_arch, parse_arch
+
+POLICIES = ("periodic", "convergent")
+METRICS = ("best", "ema")
+
+
+class PolicyConfigError(ValueError):
+    """A policy setting is out of range; the message names the setting and the valid range."""
+
+
+@attrs.frozen
+class PolicySettings:
+    """K, J, τ and friends (DESIGN §3). ``tau`` is in accuracy percentage points."""
+
+    seed_arch: Arch
+    policy: str = "periodic"
+    interval: int = 3
+    stop_window: int = 6
+    tau: float = 0.05
+    max_arch: Arch | None = None
+    max_growth_epochs: int | None = None
+    finetune_epochs: int = 0
+    initializer: str = "gau"
+    seed: int = 0
+    metric: str = "best"
+    ema_decay: float = 0.95
+
+    def __attrs_post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise PolicyConfigError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if self.metric not in METRICS:
+            raise PolicyConfigError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
+        if self.interval <= 0:
+            raise PolicyConfigError(f"interval (K) must be a positive number of epochs, got {self.interval}")
+        if self.stop_window < self.interval:
+            raise PolicyConfigError(
+                f"stop_window (J={self.stop_window}) must be at least interval (K={self.interval})"
+            )
+        if self.tau < 0:
+            raise PolicyConfigError(f"tau must be >= 0 percentage points, got {self.tau}")
+        if self.finetune_epochs < 0:
+            raise PolicyConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        if self.max_growth_epochs is not None and self.max_growth_epochs <= 0:
+            raise PolicyConfigError(f"max_growth_epochs must be positive, got {self.max_growth_epochs}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise PolicyConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.max_arch is not None:
+            if len(self.max_arch) != len(self.seed_arch):
+                raise PolicyConfigError(
+                    f"max_arch {format_arch(self.max_arch)} and seed_arch {format_arch(self.seed_arch)} "
+                    "have different stage counts"
+                )
+            if any(m < s for m, s in zip(self.max_arch, self.seed_arch)):
+                raise PolicyConfigError(
+                    f"max_arch {format_arch(self.max_arch)} is shallower than seed_arch "
+                    f"{format_arch(self.seed_arch)} in some stage"
+                )
+
+    @property
+    def stages(self) -> int:
+        return len(self.seed_arch)
+
+    @property
+    def stop_span(self) -> int:
+        """Epochs the stopping policy looks back: J for periodic growth, K for convergent."""
+        return self.stop_window if self.policy == "periodic" else self.interval
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PolicySettings:
+        """The policy's view of a run config (the mapping stored in ``run_started``)."""
+        seed_arch = parse_arch(str(config["seed_arch"]))
+        max_arch_text = config.get("max_arch")
+        max_arch = parse_arch(str(max_arch_text), len(seed_arch)) if max_arch_text else None
+        cap = config.get("max_growth_epochs")
+        return cls(
+            seed_arch=seed_arch,
+            policy=str(config.get("policy", "periodic")),
+            interval=int(config.get("interval", 3)),
+            stop_window=int(config.get("stop_window", 6)),
+            tau=float(config.get("tau", 0.05)),
+            max_arch=max_arch,
+            max_growth_epochs=int(cap) if cap else None,
+            finetune_epochs=int(config.get("finetune_epochs", 0)),
+            initializer=str(config.get("initializer", "gau")),
+            seed=int(config.get("seed", 0)),
+            metric=str(config.get("metric", "best")),
+            ema_decay=float(config.get("ema_decay", 0.95)),
+        )

@@ -1,0 +1,340 @@
+"""The growth policy (Algorithm 1): hand-worked tables and a stateful property test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import note, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from autogrow.arch import format_arch
+from autogrow.events import (
+    BlockAdded,
+    EpochCompleted,
+    FinetuneStarted,
+    GrowthFinished,
+    PolicyChecked,
+    RunFinished,
+    RunStarted,
+    StageStopped,
+)
+from autogrow.policies import (
+    GrowthState,
+    Phase,
+    PolicyConfigError,
+    PolicyError,
+    PolicySettings,
+    apply,
+    decide,
+    fold,
+    init_seed,
+    learning_rate,
+)
+
+
+def _epoch(state: GrowthState, val_acc: float) -> EpochCompleted:
+    phase = "grow" if state.phase is Phase.GROWING else "finetune"
+    return EpochCompleted(phase=phase, epoch=state.epoch + 1, arch=format_arch(state.arch), lr=0.1,
+                          train_loss=1.0, train_acc=50.0, val_loss=1.0, val_acc=val_acc, seconds=0.0)
+
+
+def _run(config: dict, accuracies: list[float]) -> tuple[GrowthState, list]:
+    """Feed per-epoch accuracies through decide/apply; return the final state and all events."""
+    state = GrowthState()
+    log = decide(state, RunStarted(run_id="t", config=config, seed=config.get("seed", 0)))
+    state = fold(log)
+    for acc in accuracies:
+        if state.phase not in (Phase.GROWING, Phase.FINETUNING):
+            break
+        events = decide(state, _epoch(state, acc))
+        state = fold(events, state)
+        log += events
+    return state, log
+
+
+def _story(log: list) -> list[tuple]:
+    """The decisions of a log as compact tuples: (epoch of the check, what happened)."""
+    out: list[tuple] = []
+    epoch = 0
+    for ev in log:
+        if isinstance(ev, PolicyChecked):
+            epoch = ev.epoch
+        elif isinstance(ev, BlockAdded):
+            out.append((epoch, "grow", ev.stage, ev.arch))
+        elif isinstance(ev, StageStopped):
+            out.append((epoch, "stop", ev.stage, ev.reason))
+        elif isinstance(ev, GrowthFinished):
+            out.append((epoch, "finish", ev.arch))
+        elif isinstance(ev, FinetuneStarted):
+            out.append((epoch, "finetune", ev.epochs))
+    return out
+
+
+def _each(values: list[float], times: int = 3) -> list[float]:
+    return [v for v in values for _ in range(times)]
+
+
+BASE = dict(interval=3, stop_window=6, tau=0.05, finetune_epochs=2, seed=7)
+
+
+def test_periodic_three_stages_hand_worked():
+    # Worked by hand: the metric is the running max; stop_delta = m[t] - m[t-6], no stop before t > 6.
+    accs = [10, 20, 30, 40, 50, 60] + _each([60, 60, 61, 61, 61.03, 62, 62, 62.04]) + [62, 62]
+    state, log = _run(dict(BASE, seed_arch="1-1-1", policy="periodic"), accs)
+    assert _story(log) == [
+        (3, "grow", 0, "2-1-1"),
+        (6, "grow", 1, "2-2-1"),
+        (9, "grow", 2, "2-2-2"),          # m9 - m3 = 30
+        (12, "stop", 2, "no_improvement"),  # m12 - m6 = 0
+        (12, "grow", 0, "3-2-2"),
+        (15, "grow", 1, "3-3-2"),          # m15 - m9 = 1
+        (18, "grow", 0, "4-3-2"),          # m18 - m12 = 1
+        (21, "stop", 0, "no_improvement"),  # m21 - m15 = 0.03
+        (21, "grow", 1, "4-4-2"),
+        (24, "grow", 1, "4-5-2"),
+        (27, "grow", 1, "4-6-2"),          # m27 - m21 = 0.97
+        (30, "stop", 1, "no_improvement"),  # m30 - m24 = 0.04
+        (30, "finish", "4-6-2"),
+        (30, "finetune", 2),
+    ]
+    assert state.phase is Phase.EVALUATING
+    assert state.arch == (4, 6, 2)
+    checks = [ev for ev in log if isinstance(ev, PolicyChecked)]
+    assert [c.epoch for c in checks] == list(range(3, 31, 3))
+    assert checks[0].stop_delta is None and checks[1].stop_delta is None
+    assert checks[3].stop_delta == 0.0 and checks[6].stop_delta == pytest.approx(0.03)
+    grows = [ev for ev in log if isinstance(ev, BlockAdded)]
+    assert [g.init_seed for g in grows] == [init_seed(7, i) for i in range(len(grows))]
+    assert all(g.initializer == "gau" for g in grows)
+
+
+def test_convergent_three_stages_hand_worked():
+    # Convergent: grow only when m[t] - m[t-3] < tau; stop last_grown if it grew at the last check
+    # and m[t] - m[t-3] < tau.
+    accs = [10, 20, 30] + _each([30, 40, 40, 40.01, 40.01, 50, 50, 50]) + [50, 50]
+    state, log = _run(dict(BASE, seed_arch="1-1-1", policy="convergent"), accs)
+    assert _story(log) == [
+        (6, "grow", 0, "2-1-1"),
+        (12, "grow", 1, "2-2-1"),
+        (15, "stop", 1, "no_improvement"),
+        (15, "grow", 2, "2-2-2"),
+        (18, "stop", 2, "no_improvement"),
+        (18, "grow", 0, "3-2-2"),
+        (24, "grow", 0, "4-2-2"),
+        (27, "stop", 0, "no_improvement"),
+        (27, "finish", "4-2-2"),
+        (27, "finetune", 2),
+    ]
+    decisions = {ev.epoch: ev.decision for ev in log if isinstance(ev, PolicyChecked)}
+    assert decisions[3] == "keep" and decisions[9] == "keep" and decisions[21] == "keep"
+    assert state.phase is Phase.EVALUATING
+
+
+def test_periodic_four_stages_with_max_depth_hand_worked():
+    accs = [10, 20, 30, 40, 50, 60] + _each([70, 70, 70, 70.05, 70.05, 70.05]) + [70, 70]
+    cfg = dict(BASE, seed_arch="1-1-1-1", policy="periodic", max_arch="4-3-9-9")
+    state, log = _run(cfg, accs)
+    assert _story(log) == [
+        (3, "grow", 0, "2-1-1-1"),
+        (6, "grow", 1, "2-2-1-1"),
+        (9, "grow", 2, "2-2-2-1"),
+        (12, "grow", 3, "2-2-2-2"),        # m12 - m6 = 10
+        (15, "stop", 3, "no_improvement"),  # m15 - m9 = 0
+        (15, "grow", 0, "3-2-2-2"),
+        (18, "grow", 1, "3-3-2-2"),        # m18 - m12 = 0.05: not below tau
+        (18, "stop", 1, "max_depth"),
+        (21, "grow", 2, "3-3-3-2"),
+        (24, "stop", 2, "no_improvement"),  # m24 - m18 = 0
+        (24, "grow", 0, "4-3-3-2"),
+        (24, "stop", 0, "max_depth"),
+        (24, "finish", "4-3-3-2"),
+        (24, "finetune", 2),
+    ]
+    assert state.arch == (4, 3, 3, 2)
+
+
+def test_convergent_four_stages_any_seed_hand_worked():
+    accs = [10, 20, 30] + _each([30.04, 30.04, 35, 35, 35, 35, 35]) + [35, 35]
+    state, log = _run(dict(BASE, seed_arch="2-1-3-1", policy="convergent"), accs)
+    assert _story(log) == [
+        (6, "grow", 0, "3-1-3-1"),
+        (9, "stop", 0, "no_improvement"),
+        (9, "grow", 1, "3-2-3-1"),
+        (15, "grow", 2, "3-2-4-1"),
+        (18, "stop", 2, "no_improvement"),
+        (18, "grow", 3, "3-2-4-2"),
+        (21, "stop", 3, "no_improvement"),
+        (21, "grow", 1, "3-3-4-2"),
+        (24, "stop", 1, "no_improvement"),
+        (24, "finish", "3-3-4-2"),
+        (24, "finetune", 2),
+    ]
+
+
+def test_growth_epoch_cap_stops_every_stage():
+    state, log = _run(dict(BASE, seed_arch="1-1-1", max_growth_epochs=6), _each([10, 20, 30, 40]))
+    assert _story(log) == [
+        (3, "grow", 0, "2-1-1"),
+        (6, "stop", 0, "growth_cap"), (6, "stop", 1, "growth_cap"), (6, "stop", 2, "growth_cap"),
+        (6, "finish", "2-1-1"),
+        (6, "finetune", 2),
+    ]
+
+
+def test_fixed_arch_goes_straight_to_finetune_then_finishes():
+    state, log = _run(dict(BASE, seed_arch="2-2-2", max_arch="2-2-2", finetune_epochs=3), [50, 60, 70])
+    assert _story(log) == [(0, "finish", "2-2-2"), (0, "finetune", 3)]
+    assert state.phase is Phase.EVALUATING and state.epoch == 3
+    done = apply(state, RunFinished(arch="2-2-2", val_acc=70.0, test_acc=69.0, params=1, flops=1,
+                                    weights_digest="0" * 64))
+    assert done.phase is Phase.FINISHED
+
+
+def test_moving_average_metric_option():
+    settings_ = PolicySettings.from_config(dict(seed_arch="1-1-1", metric="ema"))
+    state = GrowthState(settings=settings_, val_history=(10.0, 20.0))
+    assert state.metric_series() == pytest.approx((0.5, 0.5 * 0.95 + 1.0))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(interval=0), "interval"),
+    (dict(tau=-0.1), "tau"),
+    (dict(interval=4, stop_window=3), "stop_window"),
+    (dict(policy="sometimes"), "periodic"),
+    (dict(max_arch="1-1"), "stage"),
+    (dict(seed_arch="3-x-3"), "malformed"),
+])
+def test_bad_settings_are_refused(bad, message):
+    with pytest.raises((PolicyConfigError, ValueError), match=message):
+        PolicySettings.from_config(dict(dict(seed_arch="1-1-1"), **bad))
+
+
+def test_out_of_order_events_are_refused():
+    state = fold(decide(GrowthState(), RunStarted(run_id="t", config=dict(seed_arch="1-1-1"), seed=0)))
+    with pytest.raises(PolicyError, match="epoch 2"):
+        apply(state, EpochCompleted(phase="grow", epoch=2, arch="1-1-1", lr=0.1, train_loss=0,
+                                    train_acc=0, val_loss=0, val_acc=0, seconds=0))
+    with pytest.raises(PolicyError, match="finish"):
+        apply(state, RunFinished(arch="1-1-1", val_acc=0, test_acc=0, params=0, flops=0,
+                                 weights_digest=""))
+    with pytest.raises(PolicyError):
+        apply(state, BlockAdded(stage=0, depth=3, arch="3-1-1", initializer="gau", init_seed=0,
+                                growth_index=0))
+
+
+def test_learning_rate_schedules():
+    assert [learning_rate(0.1, "periodic", "grow", i, 3, 8) for i in range(4)] == [0.1] * 4
+    conv = [learning_rate(0.1, "convergent", "grow", i, 4, 8) for i in range(8)]
+    assert conv == pytest.approx([0.1, 0.1, 0.01, 0.001] * 2)
+    fine = [learning_rate(0.1, "periodic", "finetune", i, 3, 8) for i in range(8)]
+    assert fine == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+
+
+def test_policy_core_imports_no_torch():
+    code = "import autogrow.policies, autogrow.events, sys; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class GrowthMachine(RuleBasedStateMachine):
+    """Random runs of the policy; invariants of Algorithm 1 hold after every step."""
+
+    @initialize(
+        policy=st.sampled_from(["periodic", "convergent"]),
+        interval=st.integers(1, 4),
+        extra_window=st.integers(0, 5),
+        tau=st.sampled_from([0.0, 0.05, 1.0]),
+        seed_arch=st.lists(st.integers(1, 3), min_size=3, max_size=4),
+        headroom=st.none() | st.lists(st.integers(0, 4), min_size=4, max_size=4),
+        cap=st.none() | st.integers(1, 40),
+        finetune=st.integers(0, 3),
+    )
+    def start(self, policy, interval, extra_window, tau, seed_arch, headroom, cap, finetune):
+        config = dict(seed_arch=format_arch(tuple(seed_arch)), policy=policy, interval=interval,
+                      stop_window=interval + extra_window, tau=tau, finetune_epochs=finetune, seed=3)
+        if headroom is not None:
+            config["max_arch"] = format_arch(tuple(d + h for d, h in zip(seed_arch, headroom)))
+        if cap is not None:
+            config["max_growth_epochs"] = cap
+        note(f"config {config}")
+        self.log = decide(GrowthState(), RunStarted(run_id="p", config=config, seed=3))
+        self.state = fold(self.log)
+        self.stopped: set[int] = set()
+        self.grown_order: list[int] = []
+        self._absorb(self.log, GrowthState())
+
+    def _absorb(self, events, before: GrowthState) -> None:
+        ring = list(before.ring)
+        for ev in events:
+            if isinstance(ev, StageStopped):
+                assert ev.stage not in self.stopped
+                self.stopped.add(ev.stage)
+            if isinstance(ev, BlockAdded):
+                assert ev.stage not in self.stopped, "a stopped stage grew again"
+                # ring order: the grown stage is the ring's next stage after the last one grown
+                live = [s for s in ring if s not in self.stopped]
+                if self.grown_order:
+                    prev = self.grown_order[-1]
+                    later = [s for s in live if s > prev]
+                    expected = later[0] if later else live[0]
+                else:
+                    expected = live[0]
+                assert ev.stage == expected, f"grew {ev.stage}, ring order wanted {expected}"
+                self.grown_order.append(ev.stage)
+        checks = [ev for ev in events if isinstance(ev, PolicyChecked)]
+        if checks and self.state.settings.policy == "periodic":
+            ring_after_stops = [s for s in before.ring if s not in self.stopped
+                                or any(isinstance(e, StageStopped) and e.stage == s
+                                       and e.reason == "max_depth" for e in events)]
+            capped = any(isinstance(e, StageStopped) and e.reason == "growth_cap" for e in events)
+            grew = any(isinstance(e, BlockAdded) for e in events)
+            assert grew == (bool(ring_after_stops) and not capped)
+
+    @precondition(lambda self: self.state.phase in (Phase.GROWING, Phase.FINETUNING))
+    @rule(val_acc=st.sampled_from([0.0, 10.0, 50.0, 50.02, 50.1, 80.0, 99.0]))
+    def epoch(self, val_acc):
+        before = self.state
+        events = decide(before, _epoch(before, val_acc))
+        note(f"epoch {before.epoch + 1} acc {val_acc}: {[type(e).__name__ for e in events]}")
+        self.state = fold(events, before)
+        self.log += events
+        self._absorb(events, before)
+        assert all(a >= b for a, b in zip(self.state.arch, before.arch)), "depth decreased"
+        assert set(self.state.ring) <= set(before.ring), "the ring grew"
+
+    @precondition(lambda self: self.state.phase is Phase.EVALUATING)
+    @rule()
+    def finish(self):
+        ev = RunFinished(arch=format_arch(self.state.arch), val_acc=1.0, test_acc=1.0, params=1,
+                         flops=1, weights_digest="0" * 64)
+        self.state = apply(self.state, ev)
+        self.log.append(ev)
+
+    @rule()
+    def nothing_follows_the_end(self):
+        if self.state.phase is Phase.FINISHED:
+            with pytest.raises(PolicyError):
+                decide(self.state, _epoch(self.state, 1.0))
+
+    @invariant()
+    def replay_gives_live_state(self):
+        assert fold(self.log) == self.state
+
+    @invariant()
+    def phase_follows_ring(self):
+        s = self.state
+        if s.phase is Phase.GROWING:
+            assert s.ring and s.next_stage in s.ring
+        if s.phase in (Phase.FINETUNING, Phase.EVALUATING, Phase.FINISHED):
+            assert not s.ring
+        if s.phase is Phase.EVALUATING:
+            assert s.finetune_epochs == s.cfg.finetune_epochs
+        cap = s.cfg.max_arch
+        if cap is not None:
+            assert all(d <= c for d, c in zip(s.arch, cap))
+
+
+GrowthMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)
+TestGrowthMachine = GrowthMachine.TestCase
