@@ -7,6 +7,7 @@ from autogrow.policies.machine import (
     PolicyError,
     apply,
     decide,
+    due,
     fold,
     init_seed,
     metric_series,
@@ -16,6 +17,6 @@ from autogrow.policies.settings import METRICS, POLICIES, PolicyConfigError, Pol
 
 __all__ = [
     "METRICS", "POLICIES", "TRANSITIONS", "GrowthState", "Phase", "PolicyConfigError",
-    "PolicyError", "PolicySettings", "apply", "decide", "fold", "init_seed", "learning_rate",
+    "PolicyError", "PolicySettings", "apply", "decide", "due", "fold", "init_seed", "learning_rate",
     "metric_series", "staircase",
 ]

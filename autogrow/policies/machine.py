@@ -281,20 +281,30 @@ def fold(events: Iterable[Event], state: GrowthState | None = None) -> GrowthSta
 def decide(state: GrowthState, observation: Event) -> list[Event]:
     """The events to append for ``observation``: the observation itself, then any decisions.
 
-    ``observation`` is ``run_started`` (a run whose ring starts empty goes straight to fine-tune)
-    or ``epoch_completed`` (every K growth epochs a policy check runs: stop, then grow, then finish).
+    ``observation`` is ``run_started`` or ``epoch_completed``; the decisions are :func:`due` of the
+    state after it.
     """
-    events: list[Event] = [observation]
-    state = apply(state, observation)
-    if isinstance(observation, RunStarted):
-        if not state.ring:
-            events += _finish_growth(state)
-        return events
-    if not isinstance(observation, EpochCompleted):
+    if not isinstance(observation, (RunStarted, EpochCompleted)):
         raise PolicyError(f"decide() takes run_started or epoch_completed, not {type(observation).__name__}")
-    if state.phase is Phase.GROWING and state.grow_epochs % state.cfg.interval == 0:
-        events += _policy_check(state)
-    return events
+    return [observation, *due(apply(state, observation))]
+
+
+def due(state: GrowthState) -> list[Event]:
+    """The decisions this state owes, if any: pure, and idempotent once they are folded in.
+
+    A growing run whose ring is empty finishes growth (a fixed-arch run does so at once); every
+    K growth epochs a policy check runs (stop, then grow, then finish). The run loop calls this
+    after every fold, so a run resumed from a snapshot taken just before a check re-makes the
+    very same decisions.
+    """
+    if state.phase is not Phase.GROWING:
+        return []
+    if not state.ring:
+        return _finish_growth(state)
+    if (state.grow_epochs > 0 and state.grow_epochs % state.cfg.interval == 0
+            and state.last_check_epoch < state.epoch):
+        return _policy_check(state)
+    return []
 
 
 def _policy_check(state: GrowthState) -> list[Event]:

@@ -1,0 +1,229 @@
+"""RunConfig: every setting of a run, validated, from presets < a TOML file < command-line flags.
+
+Pure Python (no torch): the config is checked before anything is written, so bad input exits with a
+one-line error and leaves no run directory behind. Units are in the field comments.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from autogrow.arch import format_arch, parse_arch
+from autogrow.policies.settings import METRICS, POLICIES, PolicySettings
+
+# Family names and stage counts, mirrored from autogrow.blocks without importing torch here
+# (tests check the two agree).
+FAMILY_STAGES = {
+    "basic3resnet": 3,
+    "plain3net": 3,
+    "basic4resnet": 4,
+    "plain4net": 4,
+    "bottleneck4resnet": 4,
+}
+INITIALIZER_NAMES = ("zero", "uniform", "gaussian", "gau", "adam", "default", "identity")
+DATASETS = ("mnist", "fashionmnist", "svhn", "cifar10", "cifar100", "imagenet")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+VAL_SOURCES = ("train", "test")
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names it and says what would be right."""
+
+
+def _choice(name: str, options: tuple[str, ...]):
+    def check(_inst: Any, _attr: Any, value: str) -> None:
+        if value not in options:
+            raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(options)}")
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class RunConfig:
+    """One run's settings. Field names are the TOML keys and, with '-' for '_', the CLI flags."""
+
+    # network
+    family: str = attrs.field(default="basic3resnet", validator=_choice("family", tuple(FAMILY_STAGES)))
+    seed_arch: str = "1-1-1"               # blocks per stage at the start
+    max_arch: str = ""                     # per-stage depth cap, "" = none
+    width: float = 1.0                     # channel multiplier (CPU-sized experiments use < 1)
+    initializer: str = attrs.field(default="gau", validator=_choice("initializer", INITIALIZER_NAMES))
+    # growth policy (DESIGN §3)
+    policy: str = attrs.field(default="periodic", validator=_choice("policy", POLICIES))
+    interval: int = 3                      # K, epochs between policy checks
+    stop_window: int = 6                   # J, epochs the periodic stopping policy looks back
+    tau: float = 0.05                      # accuracy percentage points
+    metric: str = attrs.field(default="best", validator=_choice("metric", METRICS))
+    max_growth_epochs: int = 0             # cap on growth-phase epochs, 0 = none
+    finetune_epochs: int = 10              # N
+    scale_with_subset: bool = True         # paper table 11: K and J divided by the subset fraction
+    # optimisation
+    lr: float = 0.0                        # 0 = the paper's: 0.1 residual, 0.01 plain
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    reset_momentum: bool = False           # drop optimizer momentum at each growth
+    adam_init_epochs: int = 10             # AdamInit's cap
+    # data
+    dataset: str = attrs.field(default="fashionmnist", validator=_choice("dataset", DATASETS))
+    data_root: str = ""                    # "" = the default place for the data set
+    download: bool = False
+    subset: float = 1.0                    # fraction of the training split used, (0, 1]
+    val_split: float = 0.1                 # fraction of the training set held out for decisions
+    val_source: str = attrs.field(default="train", validator=_choice("val_source", VAL_SOURCES))
+    max_val: int = 0                       # cap on validation images, 0 = all
+    max_test: int = 0                      # cap on test images, 0 = all
+    # execution
+    seed: int = 0
+    device: str = attrs.field(default="auto", validator=_choice("device", DEVICES))
+    precision: str = attrs.field(default="auto", validator=_choice("precision", PRECISIONS))
+    channels_last: bool = True
+    threads: int = 0                       # torch CPU threads, 0 = torch's default (recorded)
+    snapshot_keep: int = 3                 # latest non-growth snapshots kept by `prune`
+    snapshot_every_steps: int = 0          # also snapshot inside an epoch, 0 = epoch ends only
+
+    def __attrs_post_init__(self) -> None:
+        stages = FAMILY_STAGES[self.family]
+        parse_arch(self.seed_arch, stages)
+        if self.max_arch:
+            parse_arch(self.max_arch, stages)
+        if not 0.0 < self.subset <= 1.0:
+            raise ConfigError(f"subset must be in (0, 1], got {self.subset}")
+        if not 0.0 < self.val_split < 1.0 and self.val_source == "train":
+            raise ConfigError(f"val_split must be in (0, 1), got {self.val_split}")
+        if self.width <= 0:
+            raise ConfigError(f"width must be positive, got {self.width}")
+        for name in ("batch_size", "adam_init_epochs"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("max_growth_epochs", "max_val", "max_test", "threads", "snapshot_keep",
+                     "snapshot_every_steps", "finetune_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr < 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError("lr and weight_decay must be >= 0 and momentum in [0, 1)")
+        # The policy's own checks (K > 0, J >= K, tau >= 0, max_arch vs seed_arch).
+        self.policy_settings()
+
+    def policy_settings(self) -> PolicySettings:
+        return PolicySettings.from_config(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    def resolved(self) -> RunConfig:
+        """The config as the run uses it: automatic values made explicit (stored in the log)."""
+        changes: dict[str, Any] = {}
+        if self.lr == 0.0:
+            changes["lr"] = 0.01 if self.family.startswith("plain") else 0.1
+        if self.subset < 1.0 and self.scale_with_subset:
+            changes["interval"] = max(1, round(self.interval / self.subset))
+            changes["stop_window"] = max(changes["interval"], round(self.stop_window / self.subset))
+            changes["scale_with_subset"] = False  # already applied
+        changes["seed_arch"] = format_arch(parse_arch(self.seed_arch))
+        return attrs.evolve(self, **changes)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "config") -> RunConfig:
+        unknown = sorted(set(data) - FIELD_NAMES)
+        if unknown:
+            raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; "
+                              f"valid settings: {', '.join(sorted(FIELD_NAMES))}")
+        return cls(**{k: coerce(k, v) for k, v in data.items()})
+
+
+FIELD_NAMES = frozenset(f.name for f in attrs.fields(RunConfig))
+_FIELD_TYPES = {f.name: f.type for f in attrs.fields(RunConfig)}
+
+
+def coerce(key: str, value: Any) -> Any:
+    """``value`` (from TOML or a ``key=value`` string) as the type of setting ``key``."""
+    kind = _FIELD_TYPES.get(key)
+    if kind is None:
+        raise ConfigError(f"unknown setting {key!r}; valid settings: {', '.join(sorted(FIELD_NAMES))}")
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return lowered in ("true", "1", "yes")
+            return bool(value)
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {key} expects a {kind}, got {value!r}") from None
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A real growth on Fashion-MNIST on CPU in a few minutes: a 10 % training subset, a small width.
+    "demo": dict(
+        dataset="fashionmnist", family="basic3resnet", seed_arch="1-1-1", width=0.5,
+        policy="periodic", interval=1, stop_window=3, tau=0.5, max_arch="6-6-6",
+        max_growth_epochs=12, finetune_epochs=2, subset=0.1, scale_with_subset=False,
+        max_val=2000, batch_size=128, lr=0.1,
+    ),
+    # Seconds, for tests: a thin net on a slice of the data; grows at least twice, then stops.
+    "smoke": dict(
+        dataset="fashionmnist", family="basic3resnet", seed_arch="1-1-1", width=0.25,
+        policy="periodic", interval=1, stop_window=2, tau=100.0, max_growth_epochs=8,
+        finetune_epochs=1, subset=0.02, scale_with_subset=False, max_val=500, max_test=1000,
+        batch_size=64, lr=0.1,
+    ),
+}
+
+# The paper's settings (§3): K=3, tau=0.05 %, J = epochs at the largest LR of the baseline schedule
+# (100 of 200 for small data sets, 30 of 90 for ImageNet), N fine-tune epochs with a staircase.
+_PAPER_SMALL = dict(policy="periodic", interval=3, stop_window=100, tau=0.05, finetune_epochs=100,
+                    batch_size=128, weight_decay=5e-4, initializer="gau", seed_arch="1-1-1")
+for _name, _family in (("mnist", "plain3net"), ("fashionmnist", "basic3resnet"),
+                       ("svhn", "plain4net"), ("cifar10", "basic3resnet"),
+                       ("cifar100", "basic4resnet")):
+    PRESETS[f"paper-{_name}"] = dict(
+        _PAPER_SMALL, dataset=_name, family=_family,
+        seed_arch="-".join(["1"] * FAMILY_STAGES[_family]),
+    )
+PRESETS["paper-imagenet"] = dict(
+    policy="periodic", interval=3, stop_window=30, tau=0.05, finetune_epochs=90, batch_size=256,
+    weight_decay=1e-4, initializer="gau", dataset="imagenet", family="basic4resnet",
+    seed_arch="1-1-1-1",
+)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """The settings in a TOML file (top level, or under a ``[run]`` table)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {p} is not valid TOML: {err}") from None
+    if set(data) == {"run"} and isinstance(data["run"], dict):
+        data = data["run"]
+    return data
+
+
+def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Preset < config file < overrides, validated and with automatic values made explicit."""
+    merged: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(sorted(PRESETS))}")
+        merged.update(PRESETS[preset])
+    if config_file is not None:
+        merged.update(load_toml(config_file))
+    if overrides:
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig.from_mapping(merged).resolved()

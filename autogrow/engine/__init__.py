@@ -1,0 +1,1 @@
+"""The effectful shell: data, trainer (CPU/CUDA, AMP), and the run loop."""

@@ -1,0 +1,88 @@
+"""Where and how the math runs: device, precision (autocast), determinism and CPU threads.
+
+``auto`` picks the fastest safe choice measured for the device (DESIGN §6, benchmarks/RESULTS.md):
+on CPU, bf16 autocast with channels_last when the CPU has native bf16 support, else fp32; on
+CUDA, bf16 where supported, else fp16 with a grad scaler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import attrs
+import torch
+
+
+class DeviceError(RuntimeError):
+    """The requested device or precision is not available here."""
+
+
+@attrs.frozen
+class Execution:
+    """The resolved execution settings of a run (recorded in its log)."""
+
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16
+    channels_last: bool
+    threads: int
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for forward passes at the run's precision (a no-op in fp32)."""
+        dtype = self.amp_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def describe(self) -> dict[str, object]:
+        return {"device": str(self.device), "precision": self.precision,
+                "channels_last": self.channels_last, "threads": self.threads}
+
+
+def _cpu_has_fast_bf16() -> bool:
+    capability = torch.backends.cpu.get_cpu_capability()
+    return capability in ("AVX512", "AVX512_BF16", "AMX") or "AVX512" in capability
+
+
+def resolve_execution(device: str, precision: str, channels_last: bool, threads: int) -> Execution:
+    """Turn the config's ``device``/``precision``/``threads`` into concrete settings."""
+    if device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif device == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("--device cuda was asked for but no CUDA device is available; "
+                              "use --device cpu or auto")
+        dev = torch.device("cuda")
+    else:
+        dev = torch.device(device)
+    if precision == "auto":
+        if dev.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if _cpu_has_fast_bf16() else "fp32"
+    if precision == "fp16" and dev.type == "cpu":
+        raise DeviceError("fp16 autocast is not supported for training on CPU; use bf16 or fp32")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return Execution(device=dev, precision=precision, channels_last=channels_last,
+                     threads=torch.get_num_threads())
+
+
+def make_deterministic(execution: Execution) -> None:
+    """Bit-reproducible kernels: required on CPU for resume to be bit-identical (DESIGN §5)."""
+    if execution.device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+@contextlib.contextmanager
+def rng_scope(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG for a block of code without disturbing the caller's RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

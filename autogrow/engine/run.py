@@ -1,0 +1,324 @@
+"""The run loop: fold events → ask the policy what is owed → train/evaluate → append → repeat.
+
+State is never kept beside the log: after every append the event is folded into ``self.state``
+with the same ``apply`` a replay uses, and the next step is read off that state. Snapshots are
+written (durably) before the event that names them: one after every epoch (the state just before
+a policy check, so before any new block) and one after every growth (just after the new block).
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import attrs
+import structlog
+import tomli_w
+import torch
+
+import autogrow
+from autogrow.arch import format_arch
+from autogrow.blocks import count_flops, count_params, weights_digest
+from autogrow.config import RunConfig
+from autogrow.engine.data import DataSplits, eval_batches, load_dataset, steps_per_epoch, train_batches
+from autogrow.engine.device import Execution, make_deterministic, resolve_execution
+from autogrow.engine.trainer import Trainer
+from autogrow.events import (
+    BlockAdded,
+    EpochCompleted,
+    Event,
+    PolicyChecked,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    SnapshotWritten,
+    encode,
+)
+from autogrow.policies import GrowthState, Phase, apply, due, learning_rate
+from autogrow.replay import live_events, state_of
+from autogrow.storage import EventLog, SnapshotStore
+
+log = structlog.get_logger("autogrow")
+
+CONFIG_NAME = "config.toml"
+
+
+class RunError(RuntimeError):
+    """The run cannot start or continue; the message says why and what to do."""
+
+
+@attrs.frozen
+class RunResult:
+    """What a finished run found."""
+
+    run_dir: Path
+    run_id: str
+    arch: str
+    val_acc: float
+    test_acc: float
+    params: int
+    flops: int
+    weights_digest: str
+
+
+def software_versions(execution: Execution) -> dict[str, Any]:
+    return {
+        "autogrow": autogrow.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **execution.describe(),
+    }
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A new run needs an empty or missing directory: never write into someone else's files."""
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise RunError(f"run directory {run_dir} is not empty; pick a new --run-dir "
+                       "(or `autogrow resume` it if it is a run)")
+
+
+def load_data(config: RunConfig, execution: Execution) -> DataSplits:
+    """The run's data splits on the training device (raises DataError before anything is written)."""
+    return load_dataset(
+        config.dataset,
+        data_root=config.data_root or None,
+        download=config.download,
+        device=execution.device,
+        pad_to=32,
+        val_split=config.val_split,
+        val_source=config.val_source,
+        seed=config.seed,
+        subset=config.subset,
+        max_val=config.max_val or None,
+        max_test=config.max_test or None,
+    )
+
+
+class Run:
+    """A run directory being written: log, snapshot store, data, trainer and the folded state."""
+
+    def __init__(self, run_dir: Path, event_log: EventLog, config: RunConfig, execution: Execution,
+                 data: DataSplits, trainer: Trainer, state: GrowthState) -> None:
+        self.run_dir = run_dir
+        self.log = event_log
+        self.store = SnapshotStore(run_dir)
+        self.config = config
+        self.execution = execution
+        self.data = data
+        self.trainer = trainer
+        self.state = state
+
+    # -- the log ----------------------------------------------------------------------------
+
+    def append(self, event: Event) -> None:
+        """Fold first (an event that does not fit raises before it is written), then append."""
+        new_state = apply(self.state, event)
+        self.log.append(*encode(event))
+        self.state = new_state
+
+    def snapshot(self, label: str) -> None:
+        """Write the trainer's tensors durably, then the event that names them."""
+        st = self.state
+        meta = {"arch": format_arch(st.arch), "epoch": str(st.epoch), "step": "0", "label": label,
+                "family": self.config.family}
+        digest = self.store.put(self.trainer.state_tensors(), meta)
+        self.append(SnapshotWritten(digest=digest, epoch=st.epoch, step=0, label=label))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def loop(self) -> RunResult:
+        while True:
+            owed = due(self.state)
+            if owed:
+                grew = False
+                for event in owed:
+                    self.append(event)
+                    if isinstance(event, BlockAdded):
+                        self._grow(event)
+                        grew = True
+                    self._report(event)
+                if grew:
+                    self.snapshot("growth")
+                continue
+            phase = self.state.phase
+            if phase in (Phase.GROWING, Phase.FINETUNING):
+                self._train_epoch()
+            elif phase is Phase.EVALUATING:
+                return self._finish()
+            elif phase is Phase.FINISHED:
+                return result_of(self.run_dir, self.state)
+            else:
+                raise RunError(f"the run is {phase.value}: {self.state.failure}")
+
+    def _train_epoch(self) -> None:
+        st, cfg, ex = self.state, self.config, self.execution
+        growing = st.phase is Phase.GROWING
+        phase = "grow" if growing else "finetune"
+        index = st.grow_epochs if growing else st.finetune_epochs
+        lr = learning_rate(cfg.lr, cfg.policy, phase, index, cfg.interval, cfg.finetune_epochs)
+        epoch = st.epoch + 1
+        self.trainer.set_lr(lr)
+        started = time.perf_counter()
+        train = self.trainer.train_epoch(
+            train_batches(self.data.train, seed=cfg.seed, epoch=epoch, batch_size=cfg.batch_size,
+                          channels_last=ex.channels_last),
+            total=steps_per_epoch(len(self.data.train), cfg.batch_size),
+            desc=f"epoch {epoch} ({phase}, {format_arch(st.arch)})",
+        )
+        val = self.trainer.evaluate(self._eval(self.data.val))
+        seconds = time.perf_counter() - started
+        self.append(EpochCompleted(
+            phase=phase, epoch=epoch, arch=format_arch(st.arch), lr=lr, train_loss=train.loss,
+            train_acc=train.acc, val_loss=val.loss, val_acc=val.acc, seconds=round(seconds, 3)))
+        log.info("epoch", epoch=epoch, phase=phase, arch=format_arch(st.arch), lr=lr,
+                 train_acc=round(train.acc, 2), val_acc=round(val.acc, 2), seconds=round(seconds, 1))
+        self.snapshot("epoch")
+
+    def _eval(self, split: Any):
+        return eval_batches(split, self.config.batch_size * 2,
+                            channels_last=self.execution.channels_last)
+
+    def _grow(self, event: BlockAdded) -> None:
+        cfg = self.config
+        last_train_acc = self._last_train_acc()
+
+        def adam_batches():
+            return train_batches(self.data.train, seed=cfg.seed, epoch=self.state.epoch,
+                                 batch_size=cfg.batch_size, channels_last=self.execution.channels_last)
+
+        info = self.trainer.grow(event.stage, event.initializer, event.init_seed,
+                                 reset_momentum=cfg.reset_momentum, adam_batches=adam_batches,
+                                 adam_target=last_train_acc, adam_epochs=cfg.adam_init_epochs)
+        if "adam" in info:
+            log.info("adam_init", **{k: v for k, v in info["adam"].items()
+                                     if isinstance(v, (int, float, str))})
+
+    def _last_train_acc(self) -> float | None:
+        for _, ev in reversed(live_events(self.log.records)):
+            if isinstance(ev, EpochCompleted):
+                return ev.train_acc
+        return None
+
+    def _report(self, event: Event) -> None:
+        if isinstance(event, PolicyChecked):
+            best = max(self.state.val_history) if self.state.val_history else 0.0
+            log.info("policy check", epoch=event.epoch, arch=format_arch(self.state.arch),
+                     val_acc=round(self.state.val_history[-1], 2), best=round(best, 2),
+                     delta=event.stop_delta, decision=event.decision)
+
+    def _finish(self) -> RunResult:
+        net = self.trainer.net
+        test = self.trainer.evaluate(self._eval(self.data.test))
+        val_acc = next((ev.val_acc for _, ev in reversed(live_events(self.log.records))
+                        if isinstance(ev, EpochCompleted)), 0.0)
+        event = RunFinished(
+            arch=net.arch, val_acc=val_acc, test_acc=test.acc, params=count_params(net),
+            flops=count_flops(net), weights_digest=weights_digest(net))
+        self.append(event)
+        log.info("run finished", arch=event.arch, val_acc=round(val_acc, 2),
+                 test_acc=round(test.acc, 2), params=event.params, flops=event.flops)
+        return result_of(self.run_dir, self.state)
+
+
+def result_of(run_dir: Path, state: GrowthState) -> RunResult:
+    res = state.result
+    if res is None:
+        raise RunError(f"run {run_dir} has not finished")
+    return RunResult(run_dir=run_dir, run_id=state.run_id, arch=res.arch, val_acc=res.val_acc,
+                     test_acc=res.test_acc, params=res.params, flops=res.flops,
+                     weights_digest=res.weights_digest)
+
+
+def _trainer_for(config: RunConfig, execution: Execution, data: DataSplits, arch: str) -> Trainer:
+    return Trainer.seeded(
+        execution, family=config.family, arch=arch, in_channels=data.in_channels,
+        num_classes=data.num_classes, image_size=data.image_size, width=config.width,
+        seed=config.seed, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def start_run(config: RunConfig, run_dir: str | Path) -> RunResult:
+    """Start a new run in an empty ``run_dir`` and run it to the end."""
+    run_dir = Path(run_dir)
+    check_new_run_dir(run_dir)
+    execution = resolve_execution(config.device, config.precision, config.channels_last,
+                                  config.threads)
+    make_deterministic(execution)
+    data = load_data(config, execution)  # fails (DataError) before anything is written
+    trainer = _trainer_for(config, execution, data, config.seed_arch)
+    created = not run_dir.exists()
+    try:
+        event_log = EventLog.open(run_dir, create=True)
+    except Exception:
+        if created and run_dir.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    with event_log:
+        stored = attrs.evolve(config, threads=execution.threads).to_dict()
+        (run_dir / CONFIG_NAME).write_text(tomli_w.dumps({"run": stored}))
+        run = Run(run_dir, event_log, config, execution, data, trainer, GrowthState())
+        run.append(RunStarted(run_id=uuid.uuid4().hex, config=stored, seed=config.seed,
+                              versions=software_versions(execution)))
+        log.info("run started", run_dir=str(run_dir), data=data.describe()["sizes"],
+                 **execution.describe())
+        run.snapshot("start")
+        return run.loop()
+
+
+def resume_run(run_dir: str | Path) -> RunResult:
+    """Continue a run from its latest durable snapshot; the result is as if never interrupted."""
+    run_dir = Path(run_dir)
+    event_log = EventLog.open(run_dir)
+    with event_log:
+        if event_log.torn is not None:
+            log.warning("torn record set aside", file=str(event_log.torn.side_file),
+                        bytes=event_log.torn.length)
+        records = event_log.records
+        state = state_of(records)
+        if state.phase is Phase.FINISHED:
+            raise RunError(f"run {run_dir} has already finished ({state.result.arch}); "
+                           "nothing to resume — use `autogrow fork` to start a variant")
+        snapshot_seq = _latest_snapshot_seq(records)
+        if snapshot_seq is None:
+            raise RunError(f"run {run_dir} has no snapshot to resume from; start it again")
+        state = state_of(records, snapshot_seq)
+        config = RunConfig.from_mapping(dict(_run_started(records).config))
+        execution = resolve_execution(config.device, config.precision, config.channels_last,
+                                      config.threads)
+        make_deterministic(execution)
+        data = load_data(config, execution)
+        snap = SnapshotStore(run_dir).get(state.last_snapshot.digest)
+        trainer = _trainer_for(config, execution, data, format_arch(state.arch))
+        trainer.load_state_tensors(snap.tensors)
+        run = Run(run_dir, event_log, config, execution, data, trainer, state)
+        run.append(RunResumed(from_seq=snapshot_seq, snapshot=snap.digest))
+        log.info("run resumed", run_dir=str(run_dir), from_seq=snapshot_seq, epoch=state.epoch,
+                 arch=format_arch(state.arch))
+        return run.loop()
+
+
+def _run_started(records) -> RunStarted:
+    for _, ev in live_events(records[:1]):
+        if isinstance(ev, RunStarted):
+            return ev
+    raise RunError("the log does not begin with run_started")
+
+
+def _latest_snapshot_seq(records) -> int | None:
+    for seq, ev in reversed(live_events(records)):
+        if isinstance(ev, SnapshotWritten):
+            return seq
+    return None
+
+
+def grow(config: RunConfig, run_dir: str | Path | None = None) -> RunResult:
+    """Python API: run AutoGrow with ``config``; a fresh ``runs/<time>`` directory by default."""
+    if run_dir is None:
+        run_dir = Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    return start_run(config.resolved(), run_dir)
+
+

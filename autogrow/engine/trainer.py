@@ -1,0 +1,174 @@
+"""The trainer: SGD over a GrowableNet, evaluation, growth with momentum carried by name, and the
+tensors of a snapshot. It executes what the run loop asks; it decides nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from autogrow.blocks import GrowableNet, adam_init, build_net
+from autogrow.engine.device import Execution
+
+MODEL_PREFIX = "model."
+MOMENTUM_PREFIX = "momentum."
+RNG_KEY = "rng.torch_cpu"
+
+
+@attrs.frozen
+class EpochStats:
+    loss: float
+    acc: float  # percent
+    samples: int
+
+
+class Trainer:
+    """Holds the net and its SGD optimizer; ``sgd_settings`` are momentum and weight decay."""
+
+    def __init__(self, net: GrowableNet, execution: Execution, *, momentum: float,
+                 weight_decay: float) -> None:
+        self.execution = execution
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.net = self._place(net)
+        self.optimizer = self._new_optimizer()
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def seeded(cls, execution: Execution, *, family: str, arch: str, in_channels: int,
+               num_classes: int, image_size: int, width: float, seed: int, momentum: float,
+               weight_decay: float) -> Trainer:
+        """A fresh seed net whose init is a pure function of ``seed``."""
+        generator = torch.Generator().manual_seed(seed)
+        net = build_net(family, arch, in_channels=in_channels, num_classes=num_classes,
+                        image_size=image_size, width=width, generator=generator)
+        return cls(net, execution, momentum=momentum, weight_decay=weight_decay)
+
+    def _place(self, net: GrowableNet) -> GrowableNet:
+        net = net.to(self.execution.device)
+        if self.execution.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        return net
+
+    def _new_optimizer(self, carry: dict[str, Tensor] | None = None) -> torch.optim.SGD:
+        """SGD over all parameters; ``carry`` maps parameter names to momentum buffers to keep."""
+        opt = torch.optim.SGD(self.net.parameters(), lr=0.0, momentum=self.momentum,
+                              weight_decay=self.weight_decay)
+        if carry:
+            for name, param in self.net.named_parameters():
+                buf = carry.get(name)
+                if buf is not None:
+                    opt.state[param]["momentum_buffer"] = buf.to(param.device).clone(
+                        memory_format=torch.preserve_format)
+        return opt
+
+    def momentum_buffers(self) -> dict[str, Tensor]:
+        """Momentum by parameter name (the optimizer keys state by tensor, not name)."""
+        out: dict[str, Tensor] = {}
+        for name, param in self.net.named_parameters():
+            buf = self.optimizer.state.get(param, {}).get("momentum_buffer")
+            if buf is not None:
+                out[name] = buf
+        return out
+
+    # -- growth -----------------------------------------------------------------------------
+
+    def grow(self, stage: int, initializer: str, init_seed: int, *, reset_momentum: bool = False,
+             adam_batches: Callable[[], Iterator[tuple[Tensor, Tensor]]] | None = None,
+             adam_target: float | None = None, adam_epochs: int = 10) -> dict[str, Any]:
+        """Append a block to ``stage`` and rebuild the optimizer, keeping momentum by name."""
+        carry = None if reset_momentum else self.momentum_buffers()
+        generator = torch.Generator().manual_seed(init_seed)
+        new_names = self.net.grow(stage, initializer=initializer, generator=generator)
+        info: dict[str, Any] = {"new_params": len(new_names)}
+        if initializer == "adam":
+            if adam_batches is None:
+                raise ValueError("the adam initializer needs training batches")
+            info["adam"] = adam_init(self.net, new_names, adam_batches, max_epochs=adam_epochs,
+                                     target_train_acc=adam_target, device=self.execution.device,
+                                     amp_dtype=self.execution.amp_dtype)
+        self.optimizer = self._new_optimizer(carry)
+        return info
+
+    # -- training and evaluation ------------------------------------------------------------
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def train_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], *, total: int | None = None,
+                    desc: str = "train") -> EpochStats:
+        """One pass of SGD. Loss and correct counts stay on the device: one host sync per epoch."""
+        net = self.net
+        net.train()
+        dev = self.execution.device
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        seen = 0
+        bar = tqdm(batches, total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True,
+                   disable=None)
+        for x, y in bar:
+            with self.execution.autocast():
+                logits = net(x)
+                loss = F.cross_entropy(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            n = y.shape[0]
+            loss_sum += loss.detach().double() * n
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += n
+        bar.close()
+        return _stats(loss_sum, correct, seen)
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> EpochStats:
+        net = self.net
+        net.eval()
+        dev = self.execution.device
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        seen = 0
+        for x, y in batches:
+            with self.execution.autocast():
+                logits = net(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+            seen += y.shape[0]
+        return _stats(loss_sum, correct, seen)
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Model, momentum and RNG as named tensors for a safetensors snapshot."""
+        tensors = {MODEL_PREFIX + k: v.detach() for k, v in self.net.state_dict().items()}
+        tensors.update({MOMENTUM_PREFIX + k: v.detach() for k, v in self.momentum_buffers().items()})
+        tensors[RNG_KEY] = torch.get_rng_state()
+        return tensors
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Restore what :meth:`state_tensors` saved (the net must already have the same arch)."""
+        model = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+        missing, unexpected = self.net.load_state_dict(model, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"snapshot does not fit the net {self.net.arch}: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")
+        carry = {k[len(MOMENTUM_PREFIX):]: v for k, v in tensors.items()
+                 if k.startswith(MOMENTUM_PREFIX)}
+        self.optimizer = self._new_optimizer(carry)
+        if RNG_KEY in tensors:
+            torch.set_rng_state(tensors[RNG_KEY])
+
+
+def _stats(loss_sum: Tensor, correct: Tensor, seen: int) -> EpochStats:
+    if seen == 0:
+        return EpochStats(loss=0.0, acc=0.0, samples=0)
+    values = torch.stack([loss_sum, correct.double()]).tolist()  # the one host sync
+    return EpochStats(loss=values[0] / seen, acc=100.0 * values[1] / seen, samples=seen)
