@@ -1,0 +1,83 @@
+"""Save/load a GrowableNet as one safetensors file: tensors + the recipe to rebuild it. No pickle."""
+
+from __future__ import annotations
+
+import json
+from os import PathLike
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .net import GrowableNet
+
+#: Value of the `format` metadata key; bump the suffix if the layout ever changes.
+FORMAT = "autogrow.growable_net.v1"
+_KWARGS = ("in_channels", "num_classes", "image_size", "width")
+
+
+def save_model(net: GrowableNet, path: str | PathLike[str]) -> None:
+    """Write the state dict (params + BN buffers, contiguous CPU copies) and metadata strings:
+    `format`, `family`, `arch` and `kwargs` (constructor keyword arguments as JSON)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "family": net.family,
+        "arch": net.arch,
+        "kwargs": json.dumps(net.config, sort_keys=True),
+    }
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def load_model(path: str | PathLike[str], *, device: str | torch.device = "cpu") -> GrowableNet:
+    """Rebuild a saved GrowableNet in eval mode with the saved tensors (dtypes as saved).
+
+    The net is built on the meta device and the tensors are assigned, so loading neither
+    initialises weights nor consumes the global RNG. Raises ValueError for a file that is not
+    an autogrow model, FileNotFoundError when the file is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for a bad header
+        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
+
+    family, arch, kwargs = _read_metadata(metadata, path)
+    try:
+        with torch.device("meta"):
+            net = GrowableNet(family, arch, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: metadata does not describe a valid net: {exc}") from None
+    try:
+        net.load_state_dict(tensors, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{path}: tensors do not match {family} {arch}: {str(exc).splitlines()[0]}"
+        ) from None
+    return net.to(device).eval()
+
+
+def _read_metadata(metadata: dict[str, str], path: Path) -> tuple[str, str, dict]:
+    if metadata.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not an autogrow model file (metadata 'format' is "
+            f"{metadata.get('format')!r}, expected {FORMAT!r})"
+        )
+    missing = [k for k in ("family", "arch", "kwargs") if k not in metadata]
+    if missing:
+        raise ValueError(f"{path}: model metadata lacks {', '.join(missing)}")
+    try:
+        kwargs = json.loads(metadata["kwargs"])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: metadata 'kwargs' is not valid JSON: {exc}") from None
+    if not isinstance(kwargs, dict) or set(kwargs) != set(_KWARGS):
+        raise ValueError(
+            f"{path}: metadata 'kwargs' must be a JSON object with keys {', '.join(_KWARGS)}, "
+            f"got {metadata['kwargs']!r}"
+        )
+    return metadata["family"], metadata["arch"], kwargs
