@@ -8,6 +8,7 @@ a policy check, so before any new block) and one after every growth (just after 
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import time
@@ -124,8 +125,9 @@ class Run:
     def snapshot(self, label: str) -> None:
         """Write the trainer's tensors durably, then the event that names them."""
         st = self.state
+        net = self.trainer.net
         meta = {"arch": format_arch(st.arch), "epoch": str(st.epoch), "step": "0", "label": label,
-                "family": self.config.family}
+                "family": net.family, "net": json.dumps(net.config, sort_keys=True)}
         digest = self.store.put(self.trainer.state_tensors(), meta)
         self.append(SnapshotWritten(digest=digest, epoch=st.epoch, step=0, label=label))
 

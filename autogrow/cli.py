@@ -1,0 +1,248 @@
+"""The ``autogrow`` command: grow, train, resume, history, export and friends.
+
+Every failure a user can cause ends in one line on stderr (``autogrow: error: …``) and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import structlog
+import tomli_w
+
+from autogrow.config import (
+    DATASETS,
+    DEVICES,
+    FAMILY_STAGES,
+    INITIALIZER_NAMES,
+    PRECISIONS,
+    PRESETS,
+    VAL_SOURCES,
+    RunConfig,
+    resolve_config,
+)
+from autogrow.policies.settings import METRICS, POLICIES
+
+EXIT_USER_ERROR = 2
+
+_HELP = {
+    "family": "network family to grow",
+    "seed_arch": "blocks per stage to start from, e.g. 1-1-1",
+    "max_arch": "per-stage depth cap, e.g. 20-20-20 (default: none)",
+    "width": "channel multiplier (use < 1 for quick CPU runs)",
+    "initializer": "how a new block's last BN starts (gau is the paper's best)",
+    "policy": "periodic (p-AutoGrow) or convergent (c-AutoGrow) growth",
+    "interval": "K: epochs between policy checks",
+    "stop_window": "J: epochs the stopping policy looks back (periodic)",
+    "tau": "minimum improvement, in accuracy percentage points",
+    "metric": "best: running max of val acc (paper); ema: its moving average",
+    "max_growth_epochs": "cap on growth-phase epochs (0 = none)",
+    "finetune_epochs": "N: fine-tune epochs after growth, staircase LR",
+    "scale_with_subset": "divide K and J by --subset (paper table 11)",
+    "lr": "learning rate (0 = 0.1 residual, 0.01 plain)",
+    "momentum": "SGD momentum",
+    "weight_decay": "SGD weight decay",
+    "batch_size": "training batch size",
+    "reset_momentum": "drop optimizer momentum at each growth",
+    "adam_init_epochs": "AdamInit epoch cap",
+    "dataset": "data set to train on",
+    "data_root": "where the data set's files are",
+    "download": "download the data set if missing (needs internet)",
+    "subset": "fraction of the training split to use, in (0, 1]",
+    "val_split": "fraction of the training set held out for growth decisions",
+    "val_source": "train: held-out split (default); test: the paper's test-as-validation",
+    "max_val": "cap on validation images (0 = all)",
+    "max_test": "cap on test images (0 = all)",
+    "seed": "seed of data order, augmentation and every initialisation",
+    "device": "auto picks CUDA when present",
+    "precision": "auto picks the fastest safe choice for the device",
+    "channels_last": "use the channels_last memory format",
+    "threads": "CPU threads (0 = torch's default); recorded, restored on resume",
+    "snapshot_keep": "latest epoch snapshots `prune` keeps",
+    "snapshot_every_steps": "also snapshot inside an epoch (0 = epoch ends only)",
+}
+_CHOICES = {
+    "family": tuple(FAMILY_STAGES), "initializer": INITIALIZER_NAMES, "policy": POLICIES,
+    "metric": METRICS, "dataset": DATASETS, "device": DEVICES, "precision": PRECISIONS,
+    "val_source": VAL_SOURCES,
+}
+_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """One flag per RunConfig field: ``--stop-window`` sets ``stop_window``."""
+    group = parser.add_argument_group("settings (override preset and --config)")
+    for field in attrs.fields(RunConfig):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        help_text = _HELP.get(field.name, field.name)
+        if field.type == "bool":
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=f"{help_text} (default {field.default})")
+        else:
+            group.add_argument(flag, dest=field.name, type=_TYPES[field.type], default=None,
+                               choices=_CHOICES.get(field.name), metavar=None if field.name in _CHOICES
+                               else field.name.upper(), help=f"{help_text} (default {field.default!r})")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = {f.name for f in attrs.fields(RunConfig)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like the rest of the command."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"autogrow: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="autogrow",
+        description="Grow the depth of a convolutional network while it trains (AutoGrow). "
+                    "Every run is an event log plus snapshots: resumable, auditable, forkable.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+
+    p = sub.add_parser("grow", help="run AutoGrow: grow, stop, fine-tune, evaluate",
+                       description="Run AutoGrow. Settings: preset < --config file < flags.")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="named settings to start from")
+    p.add_argument("--config", dest="config_file", metavar="FILE.toml", help="TOML settings file")
+    p.add_argument("--run-dir", required=True, type=Path, help="new (empty) directory for the run")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_grow)
+
+    p = sub.add_parser("train", help="train a fixed arch from scratch (the baseline, for Δ)",
+                       description="Train a fixed arch for --epochs with a staircase LR; same log "
+                                   "format as grow.")
+    p.add_argument("--preset", choices=sorted(PRESETS))
+    p.add_argument("--config", dest="config_file", metavar="FILE.toml")
+    p.add_argument("--run-dir", required=True, type=Path)
+    p.add_argument("--arch", required=True, help="the fixed arch, e.g. 3-3-3")
+    p.add_argument("--epochs", type=int, help="training epochs (default: --finetune-epochs)")
+    _add_config_flags(p, skip=("seed_arch", "max_arch"))
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="continue a run from its latest snapshot")
+    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("history", help="the epochs, checks, growths and stops of a run")
+    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.add_argument("--json", action="store_true", help="print the events as JSON lines")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("export", help="write the found net as a safetensors file")
+    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.add_argument("--out", required=True, type=Path, help="output .safetensors file")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def _print_config(config: RunConfig) -> None:
+    print("# resolved config")
+    print(tomli_w.dumps({"run": config.to_dict()}), end="", flush=True)
+
+
+def _summary(result: Any) -> None:
+    print(f"found arch {result.arch}  val acc {result.val_acc:.2f}%  test acc {result.test_acc:.2f}%"
+          f"  params {result.params:,}  FLOPs {result.flops:,}")
+    print(f"run directory {result.run_dir}  (autogrow history {result.run_dir})")
+
+
+def cmd_grow(args: argparse.Namespace) -> int:
+    config = resolve_config(args.preset, args.config_file, _overrides(args))
+    from autogrow.engine.run import check_new_run_dir, start_run
+    check_new_run_dir(args.run_dir)
+    _print_config(config)
+    _summary(start_run(config, args.run_dir))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    overrides = _overrides(args)
+    overrides.update(seed_arch=args.arch, max_arch=args.arch)
+    if args.epochs is not None:
+        overrides["finetune_epochs"] = args.epochs
+    config = resolve_config(args.preset, args.config_file, overrides)
+    from autogrow.engine.run import check_new_run_dir, start_run
+    check_new_run_dir(args.run_dir)
+    _print_config(config)
+    _summary(start_run(config, args.run_dir))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from autogrow.engine.run import resume_run
+    _summary(resume_run(args.run_dir))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from autogrow.replay.history import history_rows, print_history
+    if args.json:
+        from autogrow.storage import EventLog
+        with EventLog.open(args.run_dir, readonly=True) as event_log:
+            for record in event_log.records:
+                print(json.dumps({"seq": record.seq, "type": record.type, "schema": record.schema,
+                                  "ts": record.ts, "payload": record.payload}))
+        return 0
+    print_history(history_rows(args.run_dir))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from autogrow.replay.export import export_run
+    path, arch = export_run(args.run_dir, args.out)
+    print(f"wrote {path} ({arch})")
+    return 0
+
+
+def _configure_logging() -> None:
+    structlog.configure(
+        processors=[structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="%H:%M:%S"),
+                    structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input or a broken run, reported in one line."""
+    from autogrow.engine.data import DataError
+    from autogrow.engine.device import DeviceError
+    from autogrow.engine.run import RunError
+    from autogrow.events import CodecError
+    from autogrow.policies import PolicyError
+    from autogrow.storage import StorageError
+    return (ValueError, DataError, DeviceError, RunError, CodecError, PolicyError, StorageError,
+            FileNotFoundError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging()
+    try:
+        return args.func(args)
+    except user_errors() as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"autogrow: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("autogrow: interrupted; `autogrow resume RUN` continues from the last snapshot",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

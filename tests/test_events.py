@@ -1,0 +1,86 @@
+"""The event codec: round trips, immutability, loud failures and upcasting."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autogrow import events as ev
+from autogrow.events import CodecError, decode, encode, event_types, register_upcaster
+
+
+def _examples() -> list[ev.Event]:
+    return [
+        ev.RunStarted(run_id="r1", config={"seed_arch": "1-1-1", "tau": 0.05}, seed=3,
+                      versions={"torch": "2.14.1"}, parent_run_id="p", parent_seq=9,
+                      parent_snapshot="a" * 64),
+        ev.EpochCompleted(phase="grow", epoch=1, arch="1-1-1", lr=0.1, train_loss=2.3,
+                          train_acc=11.5, val_loss=2.2, val_acc=12.25, seconds=1.5),
+        ev.PolicyChecked(epoch=3, window=(1.0, 2.0), stop_delta=None, grow_delta=0.5, decision="keep"),
+        ev.BlockAdded(stage=1, depth=2, arch="1-2-1", initializer="gau", init_seed=5, growth_index=0),
+        ev.StageStopped(stage=2, delta=0.01),
+        ev.GrowthFinished(arch="2-2-2", epoch=12),
+        ev.FinetuneStarted(arch="2-2-2", epochs=4),
+        ev.SnapshotWritten(digest="b" * 64, epoch=3, step=0),
+        ev.RunResumed(from_seq=7, snapshot="b" * 64),
+        ev.RunFinished(arch="2-2-2", val_acc=90.0, test_acc=89.5, params=10, flops=20,
+                       weights_digest="c" * 64),
+        ev.RunFailed(reason="out of memory"),
+    ]
+
+
+def test_every_event_type_round_trips_through_json():
+    examples = _examples()
+    assert {type(e).TYPE for e in examples} == set(event_types())
+    for event in examples:
+        type_name, schema, payload = encode(event)
+        back = decode(type_name, schema, json.loads(json.dumps(payload)))
+        assert back == event and type(back) is type(event)
+
+
+def test_events_are_immutable():
+    started = _examples()[0]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        started.seed = 4  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        started.config["tau"] = 1.0  # type: ignore[index]
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53))
+def test_numbers_survive_the_codec_exactly(value, number):
+    event = ev.EpochCompleted(phase="grow", epoch=number, arch="1", lr=value, train_loss=value,
+                              train_acc=value, val_loss=value, val_acc=value, seconds=value)
+    type_name, schema, payload = encode(event)
+    assert decode(type_name, schema, json.loads(json.dumps(payload))) == event
+
+
+def test_unknown_type_future_schema_and_bad_payload_fail_loudly():
+    with pytest.raises(CodecError, match="unknown event type 'mystery'.*run_started"):
+        decode("mystery", 1, {})
+    with pytest.raises(CodecError, match="schema 2.*upgrade"):
+        decode("run_failed", 2, {"reason": "x"})
+    with pytest.raises(CodecError, match="unknown fields"):
+        decode("run_failed", 1, {"reason": "x", "extra": 1})
+    with pytest.raises(CodecError, match="does not fit"):
+        decode("run_failed", 1, {})
+
+
+def test_upcaster_migrates_old_records(monkeypatch):
+    monkeypatch.setattr(ev, "_REGISTRY", dict(ev._REGISTRY))  # keep the test's type out of the rest
+    monkeypatch.setattr(ev, "_UPCASTERS", dict(ev._UPCASTERS))
+    @attrs.frozen
+    class Renamed(ev.Event):
+        TYPE = "test_renamed"
+        SCHEMA = 2
+        label: str
+
+    @register_upcaster("test_renamed", 1)
+    def _v1_to_v2(payload):
+        return {"label": payload["name"]}
+
+    assert decode("test_renamed", 1, {"name": "old"}) == Renamed(label="old")
+    assert decode("test_renamed", 2, {"label": "new"}) == Renamed(label="new")
