@@ -1,0 +1,55 @@
+"""Durable storage of a run: the hash-chained event log and the safetensors snapshot store.
+
+Storage knows records and tensors, not models or event classes. ``SnapshotStore`` and
+``Snapshot`` are imported lazily so ``import autogrow.storage`` (and the log) never loads torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    InvalidDigest,
+    InvalidPayload,
+    LogClosed,
+    LogCorrupted,
+    LogLocked,
+    LogMissing,
+    SnapshotCorrupted,
+    SnapshotMissing,
+    StorageError,
+)
+from .log import GENESIS_HASH, EventLog, LogRecord, TornTail, canonical_json
+
+if TYPE_CHECKING:
+    from .snapshots import Snapshot, SnapshotStore, snapshot_bytes
+
+__all__ = [
+    "GENESIS_HASH",
+    "EventLog",
+    "InvalidDigest",
+    "InvalidPayload",
+    "LogClosed",
+    "LogCorrupted",
+    "LogLocked",
+    "LogMissing",
+    "LogRecord",
+    "Snapshot",
+    "SnapshotCorrupted",
+    "SnapshotMissing",
+    "SnapshotStore",
+    "StorageError",
+    "TornTail",
+    "canonical_json",
+    "snapshot_bytes",
+]
+
+_LAZY = {"Snapshot", "SnapshotStore", "snapshot_bytes"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import snapshots
+
+        return getattr(snapshots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,39 @@
+"""Storage errors. Each message is one line that says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of every error raised by ``autogrow.storage``."""
+
+
+class LogMissing(StorageError):
+    """The directory holds no event log (it is not a run directory)."""
+
+
+class LogCorrupted(StorageError):
+    """A complete record of the log fails to parse or to verify; the log was not modified."""
+
+
+class LogLocked(StorageError):
+    """Another writer holds the run directory's lock."""
+
+
+class LogClosed(StorageError):
+    """The log was closed (or is read-only) and cannot be appended to."""
+
+
+class InvalidPayload(StorageError, ValueError):
+    """An append was refused before anything was written: the record is not plain, finite JSON."""
+
+
+class SnapshotMissing(StorageError):
+    """No snapshot with that digest exists in the store."""
+
+
+class SnapshotCorrupted(StorageError):
+    """A snapshot file's bytes do not match its digest, or do not parse as safetensors."""
+
+
+class InvalidDigest(StorageError, ValueError):
+    """A string that is not a lowercase sha256 hex digest was used as a snapshot name."""

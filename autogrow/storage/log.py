@@ -1,0 +1,488 @@
+"""Append-only, hash-chained event log ``RUN/events.jsonl``.
+
+One record per line, in canonical JSON (sorted keys, no spaces, UTF-8, no NaN/Infinity)::
+
+    {"hash":H,"payload":{...},"prev":P,"schema":1,"seq":1,"ts":"2025-01-01T00:00:00.000000Z","type":"..."}
+
+``hash = sha256(utf8(prev + canonical JSON of the record without "hash")).hexdigest()`` and ``prev``
+is the previous record's hash (``"0" * 64`` for seq 1), so any edit, removal, insertion or
+reordering of a complete record breaks the chain and is reported on open. A line must also be
+byte-identical to its canonical form, so even a change that parses to the same values is caught.
+
+Crash safety: a record is one ``os.write`` of the whole line on an ``O_APPEND`` descriptor, then
+fdatasync. A crash mid-write can only leave an incomplete *last* line (no trailing newline); a
+writable open moves those bytes to ``events.jsonl.torn-<UTC time>`` and truncates the log back to
+the last complete record. It is never accepted as a record.
+
+One writer per run directory: a writable open holds ``flock(RUN/.lock)`` until ``close``; read-only
+opens take no lock and modify nothing.
+
+Test hook: when the environment variable ``AUTOGROW_TEST_APPEND_PAUSE`` holds a number of seconds,
+``append`` writes the first half of the line, syncs it, sleeps that long and then writes the rest,
+so crash tests can SIGKILL a writer mid-append. It is read on every append.
+
+This module imports only the standard library and attrs (no torch), so replay tools stay light.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ._fs import fsync_dir, sync_data, write_all
+from .errors import InvalidPayload, LogClosed, LogCorrupted, LogLocked, LogMissing, StorageError
+
+LOG_NAME = "events.jsonl"
+LOCK_NAME = ".lock"
+GENESIS_HASH = "0" * 64
+PAUSE_ENV = "AUTOGROW_TEST_APPEND_PAUSE"
+
+# One encoder/decoder instance each: json.dumps/json.loads with keyword arguments build a new one
+# per call, which dominates the cost of verifying a large log.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+_encode = _ENCODER.encode
+_encode_str = json.encoder.encode_basestring  # what _encode uses for a str (ensure_ascii=False)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in the log")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_decode = _DECODER.decode
+
+_KEYS = frozenset({"hash", "payload", "prev", "schema", "seq", "ts", "type"})
+_HEX = frozenset("0123456789abcdef")
+
+
+def canonical_json(value: Any) -> str:
+    """The log's canonical JSON text of ``value`` (sorted keys, compact, UTF-8, finite floats)."""
+    return _encode(value)
+
+
+@attrs.frozen
+class LogRecord:
+    """One verified record. ``payload`` returns a fresh dict on each access, so no caller can
+    change what the log holds; ``payload_json`` is its canonical JSON text."""
+
+    seq: int
+    type: str
+    schema: int
+    payload_json: str
+    ts: str
+    prev: str
+    hash: str
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return _decode(self.payload_json)
+
+
+@attrs.frozen
+class TornTail:
+    """An incomplete last line found on open. ``side_file`` is where a writable open moved it;
+    ``None`` for a read-only open, which leaves it in place."""
+
+    offset: int
+    length: int
+    side_file: Path | None
+
+
+def _body(seq: int, type_: str, schema: int, payload_json: str, ts: str, prev: str) -> str:
+    """Canonical JSON of the record without ``hash``, built from parts so the payload is encoded
+    once (keys in sorted order; equal to ``canonical_json`` of the same dict, which a test checks)."""
+    return (
+        f'{{"payload":{payload_json},"prev":"{prev}","schema":{schema},"seq":{seq},'
+        f'"ts":{_encode_str(ts)},"type":{_encode_str(type_)}}}'
+    )
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _check_json(value: Any, where: str) -> None:
+    """Refuse anything that would not read back identically: non-str keys (json would coerce
+    them), NaN/Infinity, and types json does not know. Tuples are stored as lists."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidPayload(f"{where} is {value!r}; the log stores only finite numbers")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidPayload(
+                    f"{where} has a {type(key).__name__} key {key!r}; JSON object keys must be str"
+                )
+            _check_json(item, f"{where}[{key!r}]")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]")
+        return
+    raise InvalidPayload(
+        f"{where} is a {type(value).__name__}, which is not JSON; convert it to "
+        "str/int/float/bool/None/list/dict before logging"
+    )
+
+
+def _payload_json(type_: str, payload: dict[str, Any]) -> str:
+    """Canonical JSON of a payload that is known to read back equal to itself. The fast path is
+    encode + decode + compare in C; only a failure walks the payload to say what is wrong."""
+    try:
+        text = _encode(payload)
+        if _decode(text) == payload:
+            return text
+    except (TypeError, ValueError):
+        text = None
+    except RecursionError:
+        raise InvalidPayload(f"payload of {type_!r} is too deeply nested") from None
+    try:
+        _check_json(payload, "payload")
+    except InvalidPayload as err:
+        raise InvalidPayload(f"event {type_!r}: {err}") from None
+    except RecursionError:
+        raise InvalidPayload(f"payload of {type_!r} is too deeply nested or circular") from None
+    if text is None:  # the walk found nothing, yet json refused it
+        try:
+            text = _encode(payload)
+        except (TypeError, ValueError) as err:
+            raise InvalidPayload(f"payload of {type_!r} is not JSON: {err}") from None
+    return text  # differs from the payload only by tuples read back as lists
+
+
+def _verify_line(
+    path: Path, text_bytes: bytes, lineno: int, offset: int, seq: int, prev: str
+) -> LogRecord:
+    """Parse and verify one complete line (without its newline) as record ``seq``."""
+
+    def bad(what: str) -> LogCorrupted:
+        return LogCorrupted(
+            f"{path}: line {lineno} (byte offset {offset}, expected seq {seq}) is corrupted: "
+            f"{what}; the log was not modified - do not append to it; restore {LOG_NAME} from a "
+            f"backup or fork the run from seq {seq - 1} or earlier"
+        )
+
+    try:
+        text = text_bytes.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise bad(f"invalid UTF-8 at byte offset {offset + err.start}") from None
+    try:
+        rec = _decode(text)
+    except (ValueError, RecursionError) as err:
+        raise bad(f"not valid JSON ({err})") from None
+    if not isinstance(rec, dict) or rec.keys() != _KEYS:
+        found = sorted(rec) if isinstance(rec, dict) else type(rec).__name__
+        raise bad(f"expected an object with keys {sorted(_KEYS)}, found {found}")
+    r_seq, r_type, r_schema = rec["seq"], rec["type"], rec["schema"]
+    payload, ts, r_prev, r_hash = rec["payload"], rec["ts"], rec["prev"], rec["hash"]
+    if not isinstance(r_seq, int) or isinstance(r_seq, bool) or r_seq != seq:
+        raise bad(f"seq is {r_seq!r}, expected {seq} (records missing, duplicated or reordered)")
+    if not isinstance(r_schema, int) or isinstance(r_schema, bool) or r_schema < 1:
+        raise bad(f"schema is {r_schema!r}, expected an int >= 1")
+    if not isinstance(r_type, str) or not r_type:
+        raise bad(f"type is {r_type!r}, expected a non-empty string")
+    if not isinstance(ts, str):
+        raise bad(f"ts is {ts!r}, expected a string")
+    if not isinstance(payload, dict):
+        raise bad(f"payload is a {type(payload).__name__}, expected an object")
+    for name, value in (("hash", r_hash), ("prev", r_prev)):
+        if not isinstance(value, str) or len(value) != 64 or not _HEX.issuperset(value):
+            raise bad(f"{name} is {value!r}, expected 64 lowercase hex digits")
+    if r_prev != prev:
+        raise bad(
+            f"prev is {r_prev[:12]}... but the previous record's hash is {prev[:12]}... "
+            "(the chain is broken)"
+        )
+    payload_json = _encode(payload)
+    body = _body(seq, r_type, r_schema, payload_json, ts, prev)
+    computed = hashlib.sha256((prev + body).encode("utf-8")).hexdigest()
+    if computed != r_hash:
+        raise bad(
+            f"hash mismatch (stored {r_hash[:12]}..., computed {computed[:12]}...): "
+            "the record changed after it was written"
+        )
+    if text != f'{{"hash":"{r_hash}",{body[1:]}':
+        raise bad("the line is not in canonical form (it was edited after it was written)")
+    return LogRecord(seq, r_type, r_schema, payload_json, ts, prev, r_hash)
+
+
+def _scan(path: Path) -> tuple[list[LogRecord], int, int]:
+    """Verify every complete line. Returns (records, end of the last complete line, file size);
+    bytes between the two are a torn tail."""
+    records: list[LogRecord] = []
+    prev = GENESIS_HASH
+    offset = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if raw[-1:] != b"\n":  # only the last line can lack its newline
+                return records, offset, offset + len(raw)
+            record = _verify_line(path, raw[:-1], lineno, offset, len(records) + 1, prev)
+            records.append(record)
+            prev = record.hash
+            offset += len(raw)
+    return records, offset, offset
+
+
+def _set_aside(path: Path, fd: int, end: int, size: int) -> TornTail:
+    """Copy the torn bytes to a new side file (durably), then truncate the log back to ``end``."""
+    with open(path, "rb") as f:
+        f.seek(end)
+        data = f.read(size - end)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    base = path.with_name(f"{path.name}.torn-{stamp}")
+    side, n = base, 0
+    while True:
+        try:
+            side_fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            n += 1
+            side = base.with_name(f"{base.name}-{n}")
+    try:
+        write_all(side_fd, data)
+        os.fsync(side_fd)
+    finally:
+        os.close(side_fd)
+    fsync_dir(path.parent)
+    os.ftruncate(fd, end)
+    os.fsync(fd)
+    return TornTail(end, len(data), side)
+
+
+def _acquire_lock(run_dir: Path) -> int:
+    """Take the run's writer lock (released by the kernel if the process dies)."""
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise StorageError(f"cannot lock {run_dir / LOCK_NAME}: {err}") from None
+        if holder == str(os.getpid()):
+            who = f"this process (pid {holder}) already has {run_dir} open for writing"
+            todo = "close that EventLog first"
+        else:
+            who = f"another process{f' (pid {holder})' if holder.isdigit() else ''} is writing to {run_dir}"
+            todo = "wait for it to finish or stop it"
+        raise LogLocked(f"{who}; {todo}, or open the log with readonly=True to inspect it") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
+
+
+def _release_lock(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+class EventLog:
+    """The run's event log. Use :meth:`open`; close it (or use ``with``) to release the lock."""
+
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        records: list[LogRecord],
+        size: int,
+        torn: TornTail | None,
+        fd: int | None,
+        lock_fd: int | None,
+        fsync: bool,
+    ) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / LOG_NAME
+        self.torn = torn
+        self.readonly = fd is None
+        self._records = records
+        self._records_view: tuple[LogRecord, ...] | None = None
+        self._size = size
+        self._fd = fd
+        self._lock_fd = lock_fd
+        self._fsync = fsync
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        run_dir: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        readonly: bool = False,
+        fsync: bool = True,
+    ) -> EventLog:
+        """Open and verify the whole log. ``create`` makes the directory and an empty log if
+        missing; ``readonly`` takes no lock and changes nothing (a torn tail is only reported).
+        Raises LogMissing (not a run), LogLocked (another writer), LogCorrupted (bad record)."""
+        run_dir = Path(run_dir)
+        path = run_dir / LOG_NAME
+        if create and readonly:
+            raise ValueError("create=True and readonly=True contradict each other; pick one")
+        if not create and not path.is_file():
+            raise LogMissing(
+                f"{run_dir} is not a run directory (no {LOG_NAME}); check the path, "
+                "or pass create=True to start a new run there"
+            )
+        if readonly:
+            records, end, size = _scan(path)
+            torn = TornTail(end, size - end, None) if end < size else None
+            return cls(run_dir=run_dir, records=records, size=end, torn=torn, fd=None,
+                       lock_fd=None, fsync=fsync)
+
+        if create:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        lock_fd = _acquire_lock(run_dir)
+        try:
+            created = create and not path.exists()
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0), 0o644)
+            try:
+                if created:
+                    fsync_dir(run_dir)
+                records, end, size = _scan(path)
+                torn = _set_aside(path, fd, end, size) if end < size else None
+            except BaseException:
+                os.close(fd)
+                raise
+        except BaseException:
+            _release_lock(lock_fd)
+            raise
+        return cls(run_dir=run_dir, records=records, size=end, torn=torn, fd=fd,
+                   lock_fd=lock_fd, fsync=fsync)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def records(self) -> tuple[LogRecord, ...]:
+        """All records in seq order (an immutable snapshot of the log at this moment)."""
+        if self._records_view is None:
+            self._records_view = tuple(self._records)
+        return self._records_view
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[LogRecord]:
+        return iter(self.records)
+
+    @property
+    def last_hash(self) -> str:
+        """Hash of the last record (``GENESIS_HASH`` for an empty log)."""
+        return self._records[-1].hash if self._records else GENESIS_HASH
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def append(self, type: str, schema: int, payload: Mapping[str, Any]) -> LogRecord:
+        """Durably append one record and return it. The record is validated (plain, finite JSON
+        with str keys) before a byte is written; on a write error the partial line is rolled back."""
+        if self._closed:
+            raise LogClosed(f"{self.path} is closed; open the run again to append")
+        if self._fd is None:
+            raise LogClosed(f"{self.path} was opened readonly; open it without readonly=True to append")
+        if not isinstance(type, str) or not type:
+            raise InvalidPayload(f"event type must be a non-empty str, got {type!r}")
+        if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+            raise InvalidPayload(f"schema of {type!r} must be an int >= 1, got {schema!r}")
+        if not isinstance(payload, dict):
+            raise InvalidPayload(f"payload of {type!r} must be a dict, got {payload.__class__.__name__}")
+        payload_json = _payload_json(type, payload)
+        seq, prev, ts, schema = len(self._records) + 1, self.last_hash, _utc_now(), int(schema)
+        body = _body(seq, str(type), schema, payload_json, ts, prev)
+        try:
+            body_bytes = body.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidPayload(
+                f"payload or type of {type!r} contains a lone surrogate, which is not valid UTF-8"
+            ) from None
+        digest = hashlib.sha256(prev.encode("ascii") + body_bytes).hexdigest()
+        line = b'{"hash":"' + digest.encode("ascii") + b'",' + body_bytes[1:] + b"\n"
+        self._write(line)
+        record = LogRecord(seq, str(type), schema, payload_json, ts, prev, digest)
+        self._records.append(record)
+        self._records_view = None
+        return record
+
+    def _write(self, line: bytes) -> None:
+        fd = self._fd
+        assert fd is not None
+        pause = os.environ.get(PAUSE_ENV)
+        try:
+            if pause:
+                half = len(line) // 2
+                write_all(fd, line[:half])
+                os.fsync(fd)
+                time.sleep(float(pause))
+                write_all(fd, line[half:])
+            else:
+                write_all(fd, line)
+            if self._fsync:
+                sync_data(fd)
+        except BaseException as err:
+            try:  # never leave a torn line behind while we are alive to clean it up
+                os.ftruncate(fd, self._size)
+                os.fsync(fd)
+                state = "the partial line was rolled back"
+            except OSError:
+                self.close()
+                state = "the log was closed; reopen the run (the torn line will be set aside)"
+            if isinstance(err, OSError):
+                raise StorageError(f"could not append to {self.path}: {err}; {state}") from err
+            raise
+        self._size += len(line)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the file and the writer lock. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        fd, lock_fd, self._fd, self._lock_fd = self._fd, self._lock_fd, None, None
+        try:
+            if fd is not None:
+                os.close(fd)
+        finally:
+            if lock_fd is not None:
+                _release_lock(lock_fd)
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def __repr__(self) -> str:
+        mode = "readonly" if self.readonly else "writable"
+        state = "closed" if self._closed else mode
+        return f"<EventLog {self.path} {len(self._records)} records, {state}>"
