@@ -250,6 +250,7 @@ def start_run(config: RunConfig, run_dir: str | Path) -> RunResult:
     execution = resolve_execution(config.device, config.precision, config.channels_last,
                                   config.threads)
     make_deterministic(execution)
+    torch.manual_seed(config.seed)  # the global RNG is in every snapshot: start it from the seed
     data = load_data(config, execution)  # fails (DataError) before anything is written
     trainer = _trainer_for(config, execution, data, config.seed_arch)
     created = not run_dir.exists()

@@ -47,7 +47,7 @@ def history_rows(run_dir: Path) -> list[Row]:
                             f"{ev.config.get('policy')} K={ev.config.get('interval')} "
                             f"J={ev.config.get('stop_window')} tau={ev.config.get('tau')}; {lineage}"))
         elif isinstance(ev, EpochCompleted):
-            rows.append(Row(seq, ev.phase, str(ev.epoch), ev.arch,
+            rows.append(Row(seq, "epoch" if ev.phase == "grow" else "tune", str(ev.epoch), ev.arch,
                             f"lr {ev.lr:g}  train {ev.train_acc:6.2f}%  val {ev.val_acc:6.2f}%  "
                             f"({ev.seconds:.1f} s)"))
         elif isinstance(ev, PolicyChecked):

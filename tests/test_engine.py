@@ -1,0 +1,133 @@
+"""End-to-end runs on real Fashion-MNIST: the smoke preset, determinism, history, export, train."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import autogrow
+from autogrow.blocks import load_model, weights_digest
+from autogrow.config import resolve_config
+from autogrow.events import BlockAdded, RunFinished, StageStopped
+from autogrow.policies import Phase
+from autogrow.replay import live_events, state_of
+from autogrow.storage import EventLog, SnapshotStore
+from tests.conftest import REPO, autogrow_cli
+
+VOLATILE = {"seconds", "run_id"}  # wall-clock durations and the random run id differ run to run
+
+
+def comparable(run_dir) -> list[tuple]:
+    """The run's events without timestamps, durations and run ids."""
+    with EventLog.open(run_dir, readonly=True) as log:
+        return [(ev.TYPE, {k: v for k, v in autogrow.events.encode(ev)[2].items() if k not in VOLATILE})
+                for _, ev in live_events(log.records)]
+
+
+def test_smoke_run_grows_stops_finishes_and_verifies(smoke_run):
+    with EventLog.open(smoke_run, readonly=True) as log:  # opening verifies the hash chain
+        records = log.records
+    events = [ev for _, ev in live_events(records)]
+    state = state_of(records)
+    assert state.phase is Phase.FINISHED
+    assert sum(isinstance(e, BlockAdded) for e in events) >= 2
+    assert any(isinstance(e, StageStopped) for e in events)
+    finished = events[-1]
+    assert isinstance(finished, RunFinished) and finished.arch == state.result.arch
+    assert 0.0 < finished.test_acc <= 100.0 and finished.params > 0 and finished.flops > 0
+    assert (smoke_run / "config.toml").is_file()
+    # every referenced snapshot exists and verifies
+    store = SnapshotStore(smoke_run)
+    for _, ev in live_events(records):
+        if ev.TYPE == "snapshot_written":
+            store.get(ev.digest)
+
+
+def test_same_config_and_seed_give_the_same_run(smoke_run, tmp_path):
+    config = resolve_config("smoke")
+    os.environ.setdefault("AUTOGROW_CACHE_DIR", str(REPO / ".pytest_cache" / "autogrow-data"))
+    result = autogrow.grow(config, tmp_path / "again")
+    assert comparable(tmp_path / "again") == comparable(smoke_run)
+    assert result.weights_digest == state_of(EventLog.open(smoke_run, readonly=True).records).result.weights_digest
+
+
+def test_history_shows_every_growth_and_stop(smoke_run):
+    proc = autogrow_cli("history", str(smoke_run), check=True)
+    with EventLog.open(smoke_run, readonly=True) as log:
+        events = [ev for _, ev in live_events(log.records)]
+    grows = [e for e in events if isinstance(e, BlockAdded)]
+    stops = [e for e in events if isinstance(e, StageStopped)]
+    assert proc.stdout.count(" GROW ") == len(grows)
+    assert proc.stdout.count(" STOP ") == len(stops)
+    for g in grows:
+        assert f"stage {g.stage} -> {g.depth} blocks" in proc.stdout
+    as_json = autogrow_cli("history", str(smoke_run), "--json", check=True)
+    assert len(as_json.stdout.splitlines()) == len(log.records)
+
+
+def test_export_gives_the_found_net(smoke_run, tmp_path):
+    out = tmp_path / "net.safetensors"
+    autogrow_cli("export", str(smoke_run), "--out", str(out), check=True)
+    net = load_model(out)
+    result = state_of(EventLog.open(smoke_run, readonly=True).records).result
+    assert net.arch == result.arch
+    assert weights_digest(net) == result.weights_digest
+    assert not net.training
+    with torch.no_grad():
+        assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_train_fixed_arch_baseline(tmp_path):
+    run_dir = tmp_path / "baseline"
+    proc = autogrow_cli("train", "--preset", "smoke", "--arch", "2-1-1", "--epochs", "1",
+                        "--run-dir", str(run_dir), check=True)
+    assert "found arch 2-1-1" in proc.stdout
+    with EventLog.open(run_dir, readonly=True) as log:
+        events = [ev for _, ev in live_events(log.records)]
+    assert not any(isinstance(e, BlockAdded) for e in events)
+    assert [e.phase for e in events if e.TYPE == "epoch_completed"] == ["finetune"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--preset", "nope"], "preset"),
+    (["--preset", "smoke", "--family", "resnet9000"], "family"),
+    (["--preset", "smoke", "--initializer", "magic"], "initializer"),
+    (["--preset", "smoke", "--dataset", "pets"], "dataset"),
+    (["--preset", "smoke", "--interval", "0"], "interval"),
+    (["--preset", "smoke", "--tau", "-0.1"], "tau"),
+    (["--preset", "smoke", "--interval", "3", "--stop-window", "2"], "stop_window"),
+    (["--preset", "smoke", "--seed-arch", "3-x-3"], "malformed"),
+    (["--preset", "smoke", "--seed-arch", "1-1"], "stages"),
+    (["--preset", "smoke", "--subset", "0"], "subset"),
+    (["--preset", "smoke", "--subset", "1.5"], "subset"),
+    (["--preset", "smoke", "--config", "/nonexistent.toml"], "does not exist"),
+])
+def test_bad_input_exits_with_one_line_and_writes_nothing(tmp_path, args, words):
+    run_dir = tmp_path / "run"
+    proc = autogrow_cli("grow", *args, "--run-dir", str(run_dir))
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("autogrow: error:") and words in lines[0], proc.stderr
+    assert not run_dir.exists()
+
+
+def test_missing_data_files_are_named(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = autogrow_cli("grow", "--preset", "smoke", "--dataset", "cifar10", "--data-root",
+                        str(tmp_path / "nodata"), "--run-dir", str(run_dir))
+    assert proc.returncode != 0
+    line = proc.stderr.strip()
+    assert "\n" not in line and "cifar-10-batches-py" in line and str(tmp_path / "nodata") in line
+    assert not run_dir.exists()
+
+
+def test_non_empty_foreign_run_dir_is_refused_and_left_alone(tmp_path):
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    (run_dir / "thesis.txt").write_text("do not touch")
+    proc = autogrow_cli("grow", "--preset", "smoke", "--run-dir", str(run_dir))
+    assert proc.returncode != 0 and "not empty" in proc.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == ["thesis.txt"]
+    assert (run_dir / "thesis.txt").read_text() == "do not touch"
