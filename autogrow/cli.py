@@ -136,6 +136,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="RUN")
     p.set_defaults(func=cmd_resume)
 
+    p = sub.add_parser("verify", help="check the hash chain, every snapshot and every decision",
+                       description="Exit 0 only if the log's chain holds, every needed snapshot "
+                                   "is present and matches its digest, and every grow/stop/finish "
+                                   "decision is exactly what the policy decides from the logged "
+                                   "metrics.")
+    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("fork", help="start a new run from a growth point or snapshot of a run",
+                       description="The parent is untouched; the fork's first event names it.")
+    p.add_argument("run_dir", type=Path, metavar="RUN", help="the parent run")
+    p.add_argument("--at", required=True, help="growth:N (after the N-th growth) or a "
+                                               "snapshot_written seq")
+    p.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a setting (config key), e.g. --set interval=2; repeatable")
+    p.add_argument("--run-dir", dest="new_run_dir", required=True, type=Path,
+                   help="new (empty) directory for the fork")
+    p.set_defaults(func=cmd_fork)
+
+    p = sub.add_parser("plot", help="the paper's figure 2 for a run: accuracy and layers by epoch")
+    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.add_argument("--out", required=True, type=Path, help="image file (.png, .svg, .pdf)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("prune", help="delete snapshots not needed for resume, fork or verify")
+    p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.add_argument("--keep", type=int, default=None,
+                   help="latest snapshots to keep (default: the run's snapshot_keep)")
+    p.set_defaults(func=cmd_prune)
+
     p = sub.add_parser("history", help="the epochs, checks, growths and stops of a run")
     p.add_argument("run_dir", type=Path, metavar="RUN")
     p.add_argument("--json", action="store_true", help="print the events as JSON lines")
@@ -184,6 +214,54 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from autogrow.engine.run import resume_run
     _summary(resume_run(args.run_dir))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from autogrow.replay.verify import verify_run
+    report = verify_run(args.run_dir, keep=_snapshot_keep(args.run_dir))
+    for note in report.notes:
+        print(f"note: {note}")
+    for problem in report.problems:
+        print(f"FAIL: {problem}")
+    verdict = "OK" if report.ok else "FAILED"
+    print(f"{verdict}: {report.records} records, {report.snapshots_checked} snapshots checked, "
+          f"{report.decisions_checked} decisions audited")
+    return 0 if report.ok else 1
+
+
+def _snapshot_keep(run_dir: Path) -> int:
+    """The run's own snapshot_keep setting (3 when it cannot be read)."""
+    from autogrow.config import load_toml
+    try:
+        return int(load_toml(run_dir / "config.toml").get("snapshot_keep", 3))
+    except (ValueError, TypeError):
+        return 3
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    changes: dict[str, str] = {}
+    for item in args.changes:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set interval=2")
+        changes[key.strip()] = value.strip()
+    from autogrow.engine.run import fork_run
+    _summary(fork_run(args.run_dir, args.at, changes, args.new_run_dir))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from autogrow.replay.plot import plot_run
+    print(f"wrote {plot_run(args.run_dir, args.out)}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from autogrow.replay.retention import prune
+    keep = args.keep if args.keep is not None else _snapshot_keep(args.run_dir)
+    removed, freed = prune(args.run_dir, keep)
+    print(f"removed {len(removed)} snapshot(s), {freed / 1e6:.1f} MB freed")
     return 0
 
 

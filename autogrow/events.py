@@ -76,7 +76,11 @@ class Event:
 
 @attrs.frozen
 class RunStarted(Event):
-    """First event of a run: everything needed to rebuild it. ``parent_*`` set for a fork."""
+    """First event of a run: everything needed to rebuild it.
+
+    A fork also names its parent (run id, seq, snapshot) and carries ``base_state``: the growth
+    state of the parent at that seq, so the fork's own log folds to the right state on its own.
+    """
 
     TYPE: ClassVar[str] = "run_started"
 
@@ -87,6 +91,7 @@ class RunStarted(Event):
     parent_run_id: str | None = None
     parent_seq: int | None = None
     parent_snapshot: str | None = None
+    base_state: Mapping[str, Any] | None = _frozen_field(default=None)
 
 
 @attrs.frozen

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 import autogrow
 from autogrow.arch import format_arch
 from autogrow.blocks import count_flops, count_params, weights_digest
-from autogrow.config import RunConfig
+from autogrow.config import RunConfig, coerce
 from autogrow.engine.data import DataSplits, eval_batches, load_dataset, steps_per_epoch, train_batches
 from autogrow.engine.device import Execution, make_deterministic, resolve_execution
 from autogrow.engine.trainer import Trainer
@@ -39,7 +38,7 @@ from autogrow.events import (
     SnapshotWritten,
     encode,
 )
-from autogrow.policies import GrowthState, Phase, apply, due, learning_rate
+from autogrow.policies import GrowthState, Phase, apply, base_state, due, learning_rate
 from autogrow.replay import live_events, state_of
 from autogrow.storage import EventLog, SnapshotStore
 
@@ -247,20 +246,8 @@ def start_run(config: RunConfig, run_dir: str | Path) -> RunResult:
     """Start a new run in an empty ``run_dir`` and run it to the end."""
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir)
-    execution = resolve_execution(config.device, config.precision, config.channels_last,
-                                  config.threads)
-    make_deterministic(execution)
-    torch.manual_seed(config.seed)  # the global RNG is in every snapshot: start it from the seed
-    data = load_data(config, execution)  # fails (DataError) before anything is written
-    trainer = _trainer_for(config, execution, data, config.seed_arch)
-    created = not run_dir.exists()
-    try:
-        event_log = EventLog.open(run_dir, create=True)
-    except Exception:
-        if created and run_dir.exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    with event_log:
+    execution, data, trainer = _prepare(config)  # fails before anything is written
+    with EventLog.open(run_dir, create=True) as event_log:
         stored = attrs.evolve(config, threads=execution.threads).to_dict()
         (run_dir / CONFIG_NAME).write_text(tomli_w.dumps({"run": stored}))
         run = Run(run_dir, event_log, config, execution, data, trainer, GrowthState())
@@ -272,11 +259,27 @@ def start_run(config: RunConfig, run_dir: str | Path) -> RunResult:
         return run.loop()
 
 
+def _prepare(config: RunConfig, *, arch: str | None = None, tensors: dict | None = None,
+             ) -> tuple[Execution, DataSplits, Trainer]:
+    """Execution settings, data and a trainer; the trainer's tensors come from a snapshot if given.
+
+    Everything here can fail on bad input (no device, no data) before the caller writes a byte.
+    """
+    execution = resolve_execution(config.device, config.precision, config.channels_last,
+                                  config.threads)
+    make_deterministic(execution)
+    torch.manual_seed(config.seed)  # the global RNG is in every snapshot: start it from the seed
+    data = load_data(config, execution)
+    trainer = _trainer_for(config, execution, data, arch or config.seed_arch)
+    if tensors is not None:
+        trainer.load_state_tensors(tensors)
+    return execution, data, trainer
+
+
 def resume_run(run_dir: str | Path) -> RunResult:
     """Continue a run from its latest durable snapshot; the result is as if never interrupted."""
     run_dir = Path(run_dir)
-    event_log = EventLog.open(run_dir)
-    with event_log:
+    with EventLog.open(run_dir) as event_log:
         if event_log.torn is not None:
             log.warning("torn record set aside", file=str(event_log.torn.side_file),
                         bytes=event_log.torn.length)
@@ -289,14 +292,10 @@ def resume_run(run_dir: str | Path) -> RunResult:
         if snapshot_seq is None:
             raise RunError(f"run {run_dir} has no snapshot to resume from; start it again")
         state = state_of(records, snapshot_seq)
-        config = RunConfig.from_mapping(dict(_run_started(records).config))
-        execution = resolve_execution(config.device, config.precision, config.channels_last,
-                                      config.threads)
-        make_deterministic(execution)
-        data = load_data(config, execution)
+        config = RunConfig.from_mapping(dict(state.run_config))
         snap = SnapshotStore(run_dir).get(state.last_snapshot.digest)
-        trainer = _trainer_for(config, execution, data, format_arch(state.arch))
-        trainer.load_state_tensors(snap.tensors)
+        execution, data, trainer = _prepare(config, arch=format_arch(state.arch),
+                                            tensors=snap.tensors)
         run = Run(run_dir, event_log, config, execution, data, trainer, state)
         run.append(RunResumed(from_seq=snapshot_seq, snapshot=snap.digest))
         log.info("run resumed", run_dir=str(run_dir), from_seq=snapshot_seq, epoch=state.epoch,
@@ -304,18 +303,83 @@ def resume_run(run_dir: str | Path) -> RunResult:
         return run.loop()
 
 
-def _run_started(records) -> RunStarted:
-    for _, ev in live_events(records[:1]):
-        if isinstance(ev, RunStarted):
-            return ev
-    raise RunError("the log does not begin with run_started")
-
-
 def _latest_snapshot_seq(records) -> int | None:
     for seq, ev in reversed(live_events(records)):
         if isinstance(ev, SnapshotWritten):
             return seq
     return None
+
+
+# Settings that define the net's shape or its inputs: a fork's weights would not fit.
+FIXED_IN_FORK = ("family", "seed_arch", "width", "dataset")
+
+
+def fork_point(records, at: str) -> int:
+    """The seq of the snapshot ``at`` names: ``growth:N`` (1-based) or a snapshot_written seq."""
+    events = live_events(records)
+    growths = [seq for seq, ev in events if isinstance(ev, SnapshotWritten) and ev.label == "growth"]
+    snap_seqs = [seq for seq, ev in events if isinstance(ev, SnapshotWritten)]
+    if at.startswith("growth:"):
+        try:
+            n = int(at.split(":", 1)[1])
+        except ValueError:
+            raise RunError(f"--at {at!r}: expected growth:N with N a number") from None
+        if not 1 <= n <= len(growths):
+            raise RunError(f"--at {at}: the run has {len(growths)} growth point(s)"
+                           + (f"; use growth:1..{len(growths)}" if growths else ""))
+        return growths[n - 1]
+    try:
+        seq = int(at)
+    except ValueError:
+        raise RunError(f"--at {at!r}: expected a seq number or growth:N") from None
+    last = records[-1].seq if records else 0
+    if not 1 <= seq <= last:
+        raise RunError(f"--at {seq}: the log has no such seq (it has 1..{last})")
+    if seq not in snap_seqs:
+        near = [s for s in snap_seqs if s <= seq][-1:] + [s for s in snap_seqs if s > seq][:1]
+        raise RunError(f"--at {seq}: that record is not a live snapshot; fork from a "
+                       f"snapshot_written seq (nearest: {', '.join(map(str, near)) or 'none'}) "
+                       "or growth:N")
+    return seq
+
+
+def fork_run(parent_dir: str | Path, at: str, changes: dict[str, Any],
+             run_dir: str | Path) -> RunResult:
+    """A new run starting from the parent's snapshot at ``at`` with ``changes`` to its config."""
+    parent_dir, run_dir = Path(parent_dir), Path(run_dir)
+    check_new_run_dir(run_dir)
+    with EventLog.open(parent_dir, readonly=True) as parent_log:
+        records = parent_log.records
+    seq = fork_point(records, at)
+    parent_state = state_of(records, seq)
+    base = dict(parent_state.run_config)
+    for key in changes:
+        if key in FIXED_IN_FORK and str(changes[key]) != str(base.get(key)):
+            raise RunError(f"--set {key}: a fork keeps the parent's {', '.join(FIXED_IN_FORK)} "
+                           "(its weights would not fit); start a new run instead")
+    base.update({k: coerce(k, v) for k, v in changes.items()})
+    config = RunConfig.from_mapping(base).resolved()
+    parent_store = SnapshotStore(parent_dir)
+    digest = parent_state.last_snapshot.digest
+    if not parent_store.exists(digest):
+        raise RunError(f"the snapshot at seq {seq} of {parent_dir} was pruned; fork from a growth "
+                       "point or a later snapshot")
+    snap = parent_store.get(digest)
+    execution, data, trainer = _prepare(config, arch=format_arch(parent_state.arch),
+                                        tensors=snap.tensors)
+    with EventLog.open(run_dir, create=True) as event_log:
+        stored = attrs.evolve(config, threads=execution.threads).to_dict()
+        (run_dir / CONFIG_NAME).write_text(tomli_w.dumps({"run": stored}))
+        copied = SnapshotStore(run_dir).put(snap.tensors, snap.metadata)
+        run = Run(run_dir, event_log, config, execution, data, trainer, GrowthState())
+        run.append(RunStarted(run_id=uuid.uuid4().hex, config=stored, seed=config.seed,
+                              versions=software_versions(execution),
+                              parent_run_id=parent_state.run_id, parent_seq=seq,
+                              parent_snapshot=digest, base_state=base_state(parent_state)))
+        run.append(SnapshotWritten(digest=copied, epoch=parent_state.epoch, step=0, label="fork"))
+        log.info("run forked", parent=str(parent_dir), at=seq, run_dir=str(run_dir),
+                 arch=format_arch(parent_state.arch), changes=changes)
+        return run.loop()
 
 
 def grow(config: RunConfig, run_dir: str | Path | None = None) -> RunResult:

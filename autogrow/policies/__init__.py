@@ -6,6 +6,7 @@ from autogrow.policies.machine import (
     Phase,
     PolicyError,
     apply,
+    base_state,
     decide,
     due,
     fold,
@@ -17,6 +18,6 @@ from autogrow.policies.settings import METRICS, POLICIES, PolicyConfigError, Pol
 
 __all__ = [
     "METRICS", "POLICIES", "TRANSITIONS", "GrowthState", "Phase", "PolicyConfigError",
-    "PolicyError", "PolicySettings", "apply", "decide", "due", "fold", "init_seed", "learning_rate",
+    "PolicyError", "PolicySettings", "apply", "base_state", "decide", "due", "fold", "init_seed", "learning_rate",
     "metric_series", "staircase",
 ]

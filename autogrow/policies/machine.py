@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 from transitions import Machine, MachineError
@@ -81,6 +82,7 @@ class GrowthState:
 
     phase: Phase = Phase.NEW
     settings: PolicySettings | None = None
+    run_config: Mapping[str, Any] = attrs.field(factory=dict)  # the run's whole config, as logged
     run_id: str = ""
     arch: Arch = ()
     ring: tuple[int, ...] = ()          # stages still allowed to grow, in ring (index) order
@@ -157,20 +159,55 @@ def apply(state: GrowthState, event: Event) -> GrowthState:
     return handler(state, event)
 
 
+# The fields of GrowthState a fork carries over from its parent (see ``base_state``).
+_BASE_FIELDS = ("arch", "ring", "next_stage", "last_grown", "grew_at_last_check", "growths",
+                "grow_epochs", "finetune_epochs", "val_history", "last_check_epoch")
+
+
+def base_state(state: GrowthState) -> dict[str, object]:
+    """The part of ``state`` a fork starts from, as JSON data (phase is implied by the ring)."""
+    if state.phase not in (Phase.GROWING, Phase.FINETUNING, Phase.EVALUATING):
+        raise PolicyError(f"cannot fork from a run that is {state.phase.value}")
+    data: dict[str, object] = {name: getattr(state, name) for name in _BASE_FIELDS}
+    data["phase"] = state.phase.value
+    return data
+
+
 def _apply_run_started(state: GrowthState, ev: RunStarted) -> GrowthState:
     settings = PolicySettings.from_config(ev.config)
-    arch = settings.seed_arch
     caps = settings.max_arch
-    ring = tuple(i for i in range(len(arch)) if caps is None or arch[i] < caps[i])
-    return attrs.evolve(
-        state,
-        phase=_transition(state.phase, "start"),
-        settings=settings,
-        run_id=ev.run_id,
-        arch=arch,
-        ring=ring,
-        next_stage=ring[0] if ring else None,
-    )
+    phase = _transition(state.phase, "start")
+    if ev.base_state is None:
+        arch = settings.seed_arch
+        ring = tuple(i for i in range(len(arch)) if caps is None or arch[i] < caps[i])
+        return attrs.evolve(state, phase=phase, settings=settings, run_config=ev.config,
+                            run_id=ev.run_id, arch=arch, ring=ring,
+                            next_stage=ring[0] if ring else None)
+    base = dict(ev.base_state)
+    arch = tuple(int(d) for d in base["arch"])
+    if len(arch) != settings.stages:
+        raise PolicyError(f"fork base arch {format_arch(arch)} does not fit the config's stages")
+    ring = tuple(int(s) for s in base["ring"] if caps is None or arch[int(s)] < caps[int(s)])
+    next_stage = base["next_stage"]
+    if next_stage not in ring:
+        next_stage = _ring_after(ring, int(next_stage)) if next_stage is not None else (
+            ring[0] if ring else None)
+    state = attrs.evolve(
+        state, phase=phase, settings=settings, run_config=ev.config, run_id=ev.run_id, arch=arch,
+        ring=ring, next_stage=next_stage,
+        last_grown=base["last_grown"], grew_at_last_check=bool(base["grew_at_last_check"]),
+        growths=int(base["growths"]), grow_epochs=int(base["grow_epochs"]),
+        finetune_epochs=int(base["finetune_epochs"]),
+        val_history=tuple(float(v) for v in base["val_history"]),
+        last_check_epoch=int(base["last_check_epoch"]))
+    # A fork of a fine-tuning (or finished-training) parent continues in that phase.
+    for target in (Phase.FINETUNING, Phase.EVALUATING):
+        if Phase(base["phase"]) in (Phase.FINETUNING, Phase.EVALUATING) and state.phase is not target:
+            if target is Phase.EVALUATING and state.finetune_epochs < settings.finetune_epochs:
+                break
+            state = attrs.evolve(state, phase=_transition(
+                state.phase, "finish_growth" if target is Phase.FINETUNING else "finish_finetune"))
+    return state
 
 
 def _apply_epoch(state: GrowthState, ev: EpochCompleted) -> GrowthState:

@@ -40,8 +40,11 @@ def history_rows(run_dir: Path) -> list[Row]:
     for seq, ev in events:
         if isinstance(ev, RunStarted):
             arch = str(ev.config.get("seed_arch", ""))
-            lineage = (f"fork of {ev.parent_run_id} at seq {ev.parent_seq}"
-                       if ev.parent_run_id else "new run")
+            lineage = "new run"
+            if ev.parent_run_id:
+                arch = "-".join(str(d) for d in ev.base_state["arch"])
+                lineage = (f"fork of run {ev.parent_run_id} at seq {ev.parent_seq} "
+                           f"(snapshot {str(ev.parent_snapshot)[:12]})")
             rows.append(Row(seq, "start", "", arch,
                             f"{ev.config.get('family')} on {ev.config.get('dataset')}, "
                             f"{ev.config.get('policy')} K={ev.config.get('interval')} "

@@ -1,0 +1,199 @@
+"""``autogrow verify``: the hash chain, every snapshot, and an audit of every decision.
+
+The audit replays the logged metrics through the same pure policy the run used: after each
+``epoch_completed`` it asks :func:`autogrow.policies.due` what the policy owes and checks that the
+log's next decisions (policy check, stops, growth, finish) are exactly those, and that nothing was
+decided that the policy did not decide.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from autogrow.arch import format_arch
+from autogrow.events import (
+    BlockAdded,
+    CodecError,
+    EpochCompleted,
+    Event,
+    FinetuneStarted,
+    GrowthFinished,
+    PolicyChecked,
+    RunFinished,
+    RunStarted,
+    SnapshotWritten,
+    StageStopped,
+)
+from autogrow.policies import GrowthState, Phase, PolicyError, apply, due, learning_rate
+from autogrow.replay.fold import decode_record, live_records
+from autogrow.replay.retention import retained_digests
+from autogrow.storage import EventLog, StorageError
+
+DECISIONS = (PolicyChecked, StageStopped, BlockAdded, GrowthFinished, FinetuneStarted)
+MODEL_PREFIX = "model."
+
+
+@attrs.frozen
+class Report:
+    """What ``verify`` found: ``problems`` make it fail; ``notes`` are for information."""
+
+    run_dir: Path
+    problems: tuple[str, ...]
+    notes: tuple[str, ...]
+    records: int
+    snapshots_checked: int
+    decisions_checked: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_run(run_dir: Path, *, keep: int = 3) -> Report:
+    problems: list[str] = []
+    notes: list[str] = []
+    try:
+        with EventLog.open(run_dir, readonly=True) as event_log:
+            records = event_log.records
+            torn = event_log.torn
+    except StorageError as err:
+        return Report(run_dir, (str(err),), (), 0, 0, 0)
+    if torn is not None:
+        notes.append(f"a torn last record ({torn.length} bytes at offset {torn.offset}) from a crash; "
+                     "`autogrow resume` sets it aside")
+    events: list[tuple[int, Event]] = []
+    for record in records:
+        try:
+            events.append((record.seq, decode_record(record)))
+        except CodecError as err:
+            problems.append(f"seq {record.seq}: {err}")
+            return Report(run_dir, tuple(problems), tuple(notes), len(records), 0, 0)
+
+    checked = _check_snapshots(run_dir, records, events, keep, problems, notes)
+    live_seqs = {r.seq for r in live_records(records)}
+    live = [(seq, ev) for seq, ev in events if seq in live_seqs]
+    decisions = _audit(run_dir, live, problems, notes)
+    return Report(run_dir, tuple(problems), tuple(notes), len(records), checked, decisions)
+
+
+def _check_snapshots(run_dir: Path, records, events, keep: int, problems: list[str],
+                     notes: list[str]) -> int:
+    from autogrow.storage import SnapshotStore  # torch only when snapshots are read
+
+    store = SnapshotStore(run_dir)
+    needed = retained_digests(records, keep)
+    checked, pruned = 0, 0
+    seen: set[str] = set()
+    for seq, ev in events:
+        if not isinstance(ev, SnapshotWritten) or ev.digest in seen:
+            continue
+        seen.add(ev.digest)
+        if not store.exists(ev.digest):
+            if ev.digest in needed:
+                problems.append(f"seq {seq}: snapshot {store.path(ev.digest)} is missing")
+            else:
+                pruned += 1
+            continue
+        try:
+            store.get(ev.digest)
+            checked += 1
+        except StorageError as err:
+            problems.append(f"seq {seq}: {err}")
+    if pruned:
+        notes.append(f"{pruned} pruned snapshot(s) not needed for resume or fork")
+    return checked
+
+
+def _audit(run_dir: Path, live: list[tuple[int, Event]], problems: list[str],
+           notes: list[str]) -> int:
+    state = GrowthState()
+    owed: list[Event] = []
+    checked = 0
+    last_snapshot: SnapshotWritten | None = None
+    for seq, ev in live:
+        try:
+            if isinstance(ev, DECISIONS):
+                if not owed:
+                    problems.append(f"seq {seq}: {ev.TYPE} {_brief(ev)} was not decided by the policy")
+                    return checked
+                expected = owed.pop(0)
+                if ev != expected:
+                    problems.append(f"seq {seq}: the log has {ev.TYPE} {_brief(ev)} but the policy "
+                                    f"decides {expected.TYPE} {_brief(expected)}")
+                    return checked
+                checked += 1
+                state = apply(state, ev)
+                continue
+            if isinstance(ev, SnapshotWritten):
+                last_snapshot = ev
+                state = apply(state, ev)
+                continue
+            if owed:
+                problems.append(f"seq {seq}: {ev.TYPE} came where the policy owed "
+                                f"{owed[0].TYPE} {_brief(owed[0])}")
+                return checked
+            if isinstance(ev, EpochCompleted):
+                _check_epoch(seq, state, ev, problems)
+            if isinstance(ev, RunFinished):
+                _check_finish(run_dir, seq, state, ev, last_snapshot, problems)
+            state = apply(state, ev)
+            if isinstance(ev, (RunStarted, EpochCompleted)):
+                owed = due(state)
+        except PolicyError as err:
+            problems.append(f"seq {seq}: {err}")
+            return checked
+    if owed:
+        notes.append(f"the log ends before the policy's {owed[0].TYPE}: the run was interrupted")
+    elif state.phase is not Phase.FINISHED:
+        notes.append(f"the run is not finished (it is {state.phase.value})")
+    return checked
+
+
+def _check_epoch(seq: int, state: GrowthState, ev: EpochCompleted, problems: list[str]) -> None:
+    cfg = state.cfg
+    if ev.arch != format_arch(state.arch):
+        problems.append(f"seq {seq}: epoch {ev.epoch} trained {ev.arch} but the net was "
+                        f"{format_arch(state.arch)}")
+    base_lr = float(state.run_config["lr"])
+    growing = ev.phase == "grow"
+    index = state.grow_epochs if growing else state.finetune_epochs
+    lr = learning_rate(base_lr, cfg.policy, ev.phase, index, cfg.interval, cfg.finetune_epochs)
+    if abs(ev.lr - lr) > 1e-12 * max(1.0, abs(lr)):
+        problems.append(f"seq {seq}: epoch {ev.epoch} used lr {ev.lr} but the schedule says {lr}")
+
+
+def _check_finish(run_dir: Path, seq: int, state: GrowthState, ev: RunFinished,
+                  last_snapshot: SnapshotWritten | None, problems: list[str]) -> None:
+    if ev.arch != format_arch(state.arch):
+        problems.append(f"seq {seq}: run_finished names {ev.arch} but the net is "
+                        f"{format_arch(state.arch)}")
+    if last_snapshot is None:
+        return
+    from autogrow.blocks import weights_digest
+    from autogrow.storage import SnapshotStore
+
+    store = SnapshotStore(run_dir)
+    if not store.exists(last_snapshot.digest):
+        return  # reported by the snapshot check
+    try:
+        tensors = store.get(last_snapshot.digest).tensors
+    except StorageError:
+        return  # reported by the snapshot check
+    model = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+    if weights_digest(model) != ev.weights_digest:
+        problems.append(f"seq {seq}: weights_digest {ev.weights_digest[:12]}… does not match the "
+                        f"final snapshot {last_snapshot.digest[:12]}…")
+
+
+def _brief(ev: Event) -> str:
+    if isinstance(ev, BlockAdded):
+        return f"(stage {ev.stage} -> {ev.arch})"
+    if isinstance(ev, StageStopped):
+        return f"(stage {ev.stage}, {ev.reason})"
+    if isinstance(ev, PolicyChecked):
+        return f"(epoch {ev.epoch}: {ev.decision})"
+    if isinstance(ev, (GrowthFinished, FinetuneStarted)):
+        return f"({ev.arch})"
+    return ""
