@@ -20,10 +20,10 @@ VOLATILE = {"seconds", "run_id"}  # wall-clock durations and the random run id d
 
 
 def comparable(run_dir) -> list[tuple]:
-    """The run's events without timestamps, durations and run ids."""
+    """The run's live events without timestamps, durations, run ids and resume markers."""
     with EventLog.open(run_dir, readonly=True) as log:
         return [(ev.TYPE, {k: v for k, v in autogrow.events.encode(ev)[2].items() if k not in VOLATILE})
-                for _, ev in live_events(log.records)]
+                for _, ev in live_events(log.records) if ev.TYPE != "run_resumed"]
 
 
 def test_smoke_run_grows_stops_finishes_and_verifies(smoke_run):

@@ -39,7 +39,7 @@ from autogrow.events import (
     encode,
 )
 from autogrow.policies import GrowthState, Phase, apply, base_state, due, learning_rate
-from autogrow.replay import live_events, state_of
+from autogrow.replay import decode_record, live_events, state_of
 from autogrow.storage import EventLog, SnapshotStore
 
 log = structlog.get_logger("autogrow")
@@ -103,8 +103,10 @@ class Run:
     """A run directory being written: log, snapshot store, data, trainer and the folded state."""
 
     def __init__(self, run_dir: Path, event_log: EventLog, config: RunConfig, execution: Execution,
-                 data: DataSplits, trainer: Trainer, state: GrowthState) -> None:
+                 data: DataSplits, trainer: Trainer, state: GrowthState,
+                 parent_snapshot: str | None = None) -> None:
         self.run_dir = run_dir
+        self.parent_snapshot = parent_snapshot
         self.log = event_log
         self.store = SnapshotStore(run_dir)
         self.config = config
@@ -133,6 +135,8 @@ class Run:
     # -- the loop ---------------------------------------------------------------------------
 
     def loop(self) -> RunResult:
+        if self.state.last_snapshot is None:  # a new run, or one killed before its first snapshot
+            self.snapshot("fork" if self.parent_snapshot else "start")
         while True:
             owed = due(self.state)
             if owed:
@@ -255,7 +259,6 @@ def start_run(config: RunConfig, run_dir: str | Path) -> RunResult:
                               versions=software_versions(execution)))
         log.info("run started", run_dir=str(run_dir), data=data.describe()["sizes"],
                  **execution.describe())
-        run.snapshot("start")
         return run.loop()
 
 
@@ -284,20 +287,28 @@ def resume_run(run_dir: str | Path) -> RunResult:
             log.warning("torn record set aside", file=str(event_log.torn.side_file),
                         bytes=event_log.torn.length)
         records = event_log.records
+        SnapshotStore(run_dir).clean_temp()  # half-written snapshots of the crash (we hold the lock)
         state = state_of(records)
         if state.phase is Phase.FINISHED:
             raise RunError(f"run {run_dir} has already finished ({state.result.arch}); "
                            "nothing to resume — use `autogrow fork` to start a variant")
+        started = decode_record(records[0])
+        if not isinstance(started, RunStarted):
+            raise RunError(f"{run_dir}: the log does not begin with run_started")
         snapshot_seq = _latest_snapshot_seq(records)
         if snapshot_seq is None:
-            raise RunError(f"run {run_dir} has no snapshot to resume from; start it again")
+            # Killed before the first snapshot: start over from the run's own first event (a
+            # fork from the parent snapshot it copied in before writing that event).
+            snapshot_seq, digest = 1, started.parent_snapshot
         state = state_of(records, snapshot_seq)
+        if state.last_snapshot is not None:
+            digest = state.last_snapshot.digest
         config = RunConfig.from_mapping(dict(state.run_config))
-        snap = SnapshotStore(run_dir).get(state.last_snapshot.digest)
-        execution, data, trainer = _prepare(config, arch=format_arch(state.arch),
-                                            tensors=snap.tensors)
-        run = Run(run_dir, event_log, config, execution, data, trainer, state)
-        run.append(RunResumed(from_seq=snapshot_seq, snapshot=snap.digest))
+        tensors = SnapshotStore(run_dir).get(digest).tensors if digest else None
+        execution, data, trainer = _prepare(config, arch=format_arch(state.arch), tensors=tensors)
+        run = Run(run_dir, event_log, config, execution, data, trainer, state,
+                  parent_snapshot=started.parent_snapshot)
+        run.append(RunResumed(from_seq=snapshot_seq, snapshot=digest or ""))
         log.info("run resumed", run_dir=str(run_dir), from_seq=snapshot_seq, epoch=state.epoch,
                  arch=format_arch(state.arch))
         return run.loop()
@@ -370,13 +381,15 @@ def fork_run(parent_dir: str | Path, at: str, changes: dict[str, Any],
     with EventLog.open(run_dir, create=True) as event_log:
         stored = attrs.evolve(config, threads=execution.threads).to_dict()
         (run_dir / CONFIG_NAME).write_text(tomli_w.dumps({"run": stored}))
-        copied = SnapshotStore(run_dir).put(snap.tensors, snap.metadata)
-        run = Run(run_dir, event_log, config, execution, data, trainer, GrowthState())
+        # The fork holds its own copy of the parent's snapshot (same bytes, same digest), so it
+        # never depends on the parent's files, even if killed before its first snapshot.
+        SnapshotStore(run_dir).put(snap.tensors, snap.metadata)
+        run = Run(run_dir, event_log, config, execution, data, trainer, GrowthState(),
+                  parent_snapshot=digest)
         run.append(RunStarted(run_id=uuid.uuid4().hex, config=stored, seed=config.seed,
                               versions=software_versions(execution),
                               parent_run_id=parent_state.run_id, parent_seq=seq,
                               parent_snapshot=digest, base_state=base_state(parent_state)))
-        run.append(SnapshotWritten(digest=copied, epoch=parent_state.epoch, step=0, label="fork"))
         log.info("run forked", parent=str(parent_dir), at=seq, run_dir=str(run_dir),
                  arch=format_arch(parent_state.arch), changes=changes)
         return run.loop()

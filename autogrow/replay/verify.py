@@ -22,6 +22,7 @@ from autogrow.events import (
     GrowthFinished,
     PolicyChecked,
     RunFinished,
+    RunResumed,
     RunStarted,
     SnapshotWritten,
     StageStopped,
@@ -126,8 +127,9 @@ def _audit(run_dir: Path, live: list[tuple[int, Event]], problems: list[str],
                 checked += 1
                 state = apply(state, ev)
                 continue
-            if isinstance(ev, SnapshotWritten):
-                last_snapshot = ev
+            if isinstance(ev, (SnapshotWritten, RunResumed)):  # bookkeeping, allowed anywhere
+                if isinstance(ev, SnapshotWritten):
+                    last_snapshot = ev
                 state = apply(state, ev)
                 continue
             if owed:
