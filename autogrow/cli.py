@@ -219,7 +219,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from autogrow.replay.verify import verify_run
-    report = verify_run(args.run_dir, keep=_snapshot_keep(args.run_dir))
+    report = verify_run(args.run_dir)
     for note in report.notes:
         print(f"note: {note}")
     for problem in report.problems:

@@ -52,7 +52,7 @@ class Report:
         return not self.problems
 
 
-def verify_run(run_dir: Path, *, keep: int = 3) -> Report:
+def verify_run(run_dir: Path) -> Report:
     problems: list[str] = []
     notes: list[str] = []
     try:
@@ -72,19 +72,20 @@ def verify_run(run_dir: Path, *, keep: int = 3) -> Report:
             problems.append(f"seq {record.seq}: {err}")
             return Report(run_dir, tuple(problems), tuple(notes), len(records), 0, 0)
 
-    checked = _check_snapshots(run_dir, records, events, keep, problems, notes)
+    checked = _check_snapshots(run_dir, records, events, problems, notes)
     live_seqs = {r.seq for r in live_records(records)}
     live = [(seq, ev) for seq, ev in events if seq in live_seqs]
     decisions = _audit(run_dir, live, problems, notes)
     return Report(run_dir, tuple(problems), tuple(notes), len(records), checked, decisions)
 
 
-def _check_snapshots(run_dir: Path, records, events, keep: int, problems: list[str],
+def _check_snapshots(run_dir: Path, records, events, problems: list[str],
                      notes: list[str]) -> int:
+    """Every snapshot present must match its digest; those resume and fork need must be present."""
     from autogrow.storage import SnapshotStore  # torch only when snapshots are read
 
     store = SnapshotStore(run_dir)
-    needed = retained_digests(records, keep)
+    needed = retained_digests(records, keep=1)
     checked, pruned = 0, 0
     seen: set[str] = set()
     for seq, ev in events:
