@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from autogrow.replay.verify import verify_run
+from autogrow.storage import EventLog
 from tests.conftest import REPO, autogrow_cli
 from tests.test_engine import comparable
 
@@ -121,3 +122,27 @@ def test_sigkill_anywhere_then_resume_is_bit_identical(smoke_run, tmp_path):
     assert report.ok, report.problems
     assert comparable(run_dir) == comparable(smoke_run)
     assert b'"run_resumed"' in final
+
+
+def test_resume_inside_an_epoch_with_step_snapshots(tmp_path):
+    """--snapshot-every-steps: a kill mid-epoch resumes at the last step snapshot, bit-identically."""
+    flags = ["--preset", "smoke", "--snapshot-every-steps", "4"]
+    reference = tmp_path / "reference"
+    autogrow_cli("grow", *flags, "--run-dir", str(reference), check=True)
+    run_dir = tmp_path / "cut"
+    proc = _start(["grow", *flags, "--run-dir", str(run_dir)], {})
+    try:
+        deadline = time.monotonic() + 300
+        while b'"label":"step"' not in (_complete_prefix(run_dir) or b""):
+            assert proc.poll() is None and time.monotonic() < deadline, "no step snapshot seen"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    autogrow_cli("resume", str(run_dir), check=True)
+    with EventLog.open(run_dir, readonly=True) as log:
+        resumed = [r for r in log.records if r.type == "run_resumed"]
+        snaps = {r.seq: r.payload for r in log.records if r.type == "snapshot_written"}
+    assert len(resumed) == 1 and snaps[resumed[0].payload["from_seq"]]["step"] > 0
+    assert verify_run(run_dir).ok
+    assert comparable(run_dir) == comparable(reference)

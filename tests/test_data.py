@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 import pickle
 import struct
@@ -213,7 +212,6 @@ def test_svhn_missing_names_expected_files(tmp_path):
         load_dataset("svhn", data_root=tmp_path)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("scipy") is None, reason="scipy not installed")
 def test_svhn_fixture_loads(tmp_path):
     import scipy.io
 
@@ -225,14 +223,6 @@ def test_svhn_fixture_loads(tmp_path):
     d = load_dataset("svhn", data_root=tmp_path, verify_checksums=False)
     assert len(d.train) + len(d.val) == 30 and d.test.images.shape == (10, 3, 32, 32)
     assert not d.hflip and int(d.test.labels.max()) == 9
-
-
-@pytest.mark.skipif(importlib.util.find_spec("scipy") is not None, reason="scipy installed")
-def test_svhn_without_scipy_says_so(tmp_path):
-    for split in ("train", "test"):
-        (tmp_path / f"{split}_32x32.mat").write_bytes(b"x")
-    with pytest.raises(DataError, match="needs scipy"):
-        load_dataset("svhn", data_root=tmp_path)
 
 
 def _write_imagefolder(root: Path) -> None:

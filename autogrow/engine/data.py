@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import os
 import shutil
 import struct
@@ -474,8 +473,6 @@ def _load_svhn(
     files = ["train_32x32.mat", "test_32x32.mat"]
     if not download and (data_root is None or not all((root / f).is_file() for f in files)):
         raise _missing(info, data_root, f"{root}/{{{','.join(files)}}}")
-    if importlib.util.find_spec("scipy") is None:
-        raise DataError("svhn: reading the .mat files needs scipy; pip install scipy")
     if verify and not download:
         _verify_md5(info, [(root / f, md5) for k, (_, f, md5) in datasets.SVHN.split_list.items() if k != "extra"])
     tv = datasets.SVHN if download else _unverified(datasets.SVHN)

@@ -107,6 +107,7 @@ class Run:
                  parent_snapshot: str | None = None) -> None:
         self.run_dir = run_dir
         self.parent_snapshot = parent_snapshot
+        self.resume_progress: tuple[int, dict] | None = None  # (step, sums) of a cut epoch
         self.log = event_log
         self.store = SnapshotStore(run_dir)
         self.config = config
@@ -123,14 +124,20 @@ class Run:
         self.log.append(*encode(event))
         self.state = new_state
 
-    def snapshot(self, label: str) -> None:
-        """Write the trainer's tensors durably, then the event that names them."""
+    def snapshot(self, label: str, step: int = 0, progress: dict | None = None) -> None:
+        """Write the trainer's tensors durably, then the event that names them.
+
+        ``step`` > 0 marks a snapshot inside epoch ``epoch + 1`` after that many steps; its
+        ``progress`` (the epoch's running sums) lets a resume finish the epoch exactly.
+        """
         st = self.state
         net = self.trainer.net
-        meta = {"arch": format_arch(st.arch), "epoch": str(st.epoch), "step": "0", "label": label,
-                "family": net.family, "net": json.dumps(net.config, sort_keys=True)}
-        digest = self.store.put(self.trainer.state_tensors(), meta)
-        self.append(SnapshotWritten(digest=digest, epoch=st.epoch, step=0, label=label))
+        meta = {"arch": format_arch(st.arch), "epoch": str(st.epoch), "step": str(step),
+                "label": label, "family": net.family, "net": json.dumps(net.config, sort_keys=True)}
+        tensors = self.trainer.state_tensors()
+        tensors.update(progress or {})
+        digest = self.store.put(tensors, meta)
+        self.append(SnapshotWritten(digest=digest, epoch=st.epoch, step=step, label=label))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -167,13 +174,17 @@ class Run:
         index = st.grow_epochs if growing else st.finetune_epochs
         lr = learning_rate(cfg.lr, cfg.policy, phase, index, cfg.interval, cfg.finetune_epochs)
         epoch = st.epoch + 1
+        start_step, progress = self.resume_progress or (0, None)
+        self.resume_progress = None
         self.trainer.set_lr(lr)
         started = time.perf_counter()
         train = self.trainer.train_epoch(
             train_batches(self.data.train, seed=cfg.seed, epoch=epoch, batch_size=cfg.batch_size,
-                          channels_last=ex.channels_last),
+                          start_step=start_step, channels_last=ex.channels_last),
             total=steps_per_epoch(len(self.data.train), cfg.batch_size),
             desc=f"epoch {epoch} ({phase}, {format_arch(st.arch)})",
+            start_step=start_step, progress=progress, every=cfg.snapshot_every_steps,
+            checkpoint=lambda step, sums: self.snapshot("step", step, sums),
         )
         val = self.trainer.evaluate(self._eval(self.data.val))
         seconds = time.perf_counter() - started
@@ -308,6 +319,9 @@ def resume_run(run_dir: str | Path) -> RunResult:
         execution, data, trainer = _prepare(config, arch=format_arch(state.arch), tensors=tensors)
         run = Run(run_dir, event_log, config, execution, data, trainer, state,
                   parent_snapshot=started.parent_snapshot)
+        if state.last_snapshot is not None and state.last_snapshot.step > 0:
+            run.resume_progress = (state.last_snapshot.step,
+                                   {k: v for k, v in tensors.items() if k.startswith("epoch.")})
         run.append(RunResumed(from_seq=snapshot_seq, snapshot=digest or ""))
         log.info("run resumed", run_dir=str(run_dir), from_seq=snapshot_seq, epoch=state.epoch,
                  arch=format_arch(state.arch))
@@ -329,7 +343,8 @@ def fork_point(records, at: str) -> int:
     """The seq of the snapshot ``at`` names: ``growth:N`` (1-based) or a snapshot_written seq."""
     events = live_events(records)
     growths = [seq for seq, ev in events if isinstance(ev, SnapshotWritten) and ev.label == "growth"]
-    snap_seqs = [seq for seq, ev in events if isinstance(ev, SnapshotWritten)]
+    # A snapshot inside an epoch holds weights the fork's state (epoch boundaries) cannot describe.
+    snap_seqs = [seq for seq, ev in events if isinstance(ev, SnapshotWritten) and ev.step == 0]
     if at.startswith("growth:"):
         try:
             n = int(at.split(":", 1)[1])

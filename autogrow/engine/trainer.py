@@ -19,6 +19,8 @@ from autogrow.engine.device import Execution
 MODEL_PREFIX = "model."
 MOMENTUM_PREFIX = "momentum."
 RNG_KEY = "rng.torch_cpu"
+# Running sums of an epoch cut short by a mid-epoch snapshot.
+PROGRESS_LOSS, PROGRESS_CORRECT, PROGRESS_SEEN = "epoch.loss_sum", "epoch.correct", "epoch.seen"
 
 
 @attrs.frozen
@@ -104,16 +106,26 @@ class Trainer:
             group["lr"] = lr
 
     def train_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], *, total: int | None = None,
-                    desc: str = "train") -> EpochStats:
-        """One pass of SGD. Loss and correct counts stay on the device: one host sync per epoch."""
+                    desc: str = "train", start_step: int = 0,
+                    progress: dict[str, Tensor] | None = None, every: int = 0,
+                    checkpoint: Callable[[int, dict[str, Tensor]], None] | None = None,
+                    ) -> EpochStats:
+        """One pass of SGD. Loss and correct counts stay on the device: one host sync per epoch.
+
+        ``batches`` start at ``start_step``; ``progress`` restores the running sums of a resumed
+        epoch. With ``every`` > 0, ``checkpoint(step, progress)`` is called every that many steps so
+        the caller can snapshot inside the epoch.
+        """
         net = self.net
         net.train()
         dev = self.execution.device
-        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        correct = torch.zeros((), dtype=torch.int64, device=dev)
-        seen = 0
-        bar = tqdm(batches, total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True,
-                   disable=None)
+        sums = progress or {}
+        loss_sum = sums.get(PROGRESS_LOSS, torch.zeros((), dtype=torch.float64)).to(dev).clone()
+        correct = sums.get(PROGRESS_CORRECT, torch.zeros((), dtype=torch.int64)).to(dev).clone()
+        seen = int(sums[PROGRESS_SEEN]) if PROGRESS_SEEN in sums else 0
+        bar = tqdm(batches, total=total, initial=start_step, desc=desc, leave=False, unit="batch",
+                   dynamic_ncols=True, disable=None)
+        step = start_step
         for x, y in bar:
             with self.execution.autocast():
                 logits = net(x)
@@ -125,6 +137,10 @@ class Trainer:
             loss_sum += loss.detach().double() * n
             correct += (logits.detach().argmax(1) == y).sum()
             seen += n
+            step += 1
+            if checkpoint is not None and every > 0 and step % every == 0 and step != total:
+                checkpoint(step, {PROGRESS_LOSS: loss_sum, PROGRESS_CORRECT: correct,
+                                  PROGRESS_SEEN: torch.tensor(seen, dtype=torch.int64)})
         bar.close()
         return _stats(loss_sum, correct, seen)
 
