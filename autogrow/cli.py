@@ -189,13 +189,25 @@ def _summary(result: Any) -> None:
     print(f"run directory {result.run_dir}  (autogrow history {result.run_dir})")
 
 
-def cmd_grow(args: argparse.Namespace) -> int:
-    config = resolve_config(args.preset, args.config_file, _overrides(args))
+def _start(config: RunConfig, run_dir: Path) -> int:
+    """Run a new run in this process, or in every process torchrun started."""
+    from autogrow.engine.distributed import init_from_env, shutdown
     from autogrow.engine.run import check_new_run_dir, start_run
-    check_new_run_dir(args.run_dir)
-    _print_config(config)
-    _summary(start_run(config, args.run_dir))
+    check_new_run_dir(run_dir)
+    group = init_from_env(config.device)
+    try:
+        if group.is_main:
+            _print_config(config)
+        result = start_run(config, run_dir, group)
+        if group.is_main:
+            _summary(result)
+    finally:
+        shutdown(group)
     return 0
+
+
+def cmd_grow(args: argparse.Namespace) -> int:
+    return _start(resolve_config(args.preset, args.config_file, _overrides(args)), args.run_dir)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -203,17 +215,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides.update(seed_arch=args.arch, max_arch=args.arch)
     if args.epochs is not None:
         overrides["finetune_epochs"] = args.epochs
-    config = resolve_config(args.preset, args.config_file, overrides)
-    from autogrow.engine.run import check_new_run_dir, start_run
-    check_new_run_dir(args.run_dir)
-    _print_config(config)
-    _summary(start_run(config, args.run_dir))
-    return 0
+    return _start(resolve_config(args.preset, args.config_file, overrides), args.run_dir)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from autogrow.engine.distributed import init_from_env, shutdown
     from autogrow.engine.run import resume_run
-    _summary(resume_run(args.run_dir))
+    group = init_from_env("auto")
+    try:
+        result = resume_run(args.run_dir, group)
+        if group.is_main:
+            _summary(result)
+    finally:
+        shutdown(group)
     return 0
 
 
@@ -240,6 +254,10 @@ def _snapshot_keep(run_dir: Path) -> int:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
+    from autogrow.engine.distributed import launched_by_torchrun
+    if launched_by_torchrun():
+        raise ValueError("fork runs in one process; fork first, then `torchrun … -m autogrow "
+                         "resume NEW_RUN` to continue it on several")
     changes: dict[str, str] = {}
     for item in args.changes:
         key, sep, value = item.partition("=")
@@ -286,7 +304,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _configure_logging() -> None:
+    """Human-readable logs on stderr; ranks other than 0 (torchrun) only report problems."""
+    import logging
+    import os
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
     structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         processors=[structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="%H:%M:%S"),
                     structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())],

@@ -8,10 +8,13 @@ a policy check, so before any new block) and one after every growth (just after 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from autogrow.blocks import count_flops, count_params, weights_digest
 from autogrow.config import RunConfig, coerce
 from autogrow.engine.data import DataSplits, eval_batches, load_dataset, steps_per_epoch, train_batches
 from autogrow.engine.device import Execution, make_deterministic, resolve_execution
+from autogrow.engine.distributed import SINGLE, Dist, barrier, broadcast_json, gather_strings
 from autogrow.engine.trainer import Trainer
 from autogrow.events import (
     BlockAdded,
@@ -36,9 +40,10 @@ from autogrow.events import (
     RunResumed,
     RunStarted,
     SnapshotWritten,
+    decode,
     encode,
 )
-from autogrow.policies import GrowthState, Phase, apply, base_state, due, learning_rate
+from autogrow.policies import GrowthState, Phase, apply, base_state, due, fold, learning_rate
 from autogrow.replay import decode_record, live_events, state_of
 from autogrow.storage import EventLog, SnapshotStore
 
@@ -65,12 +70,13 @@ class RunResult:
     weights_digest: str
 
 
-def software_versions(execution: Execution) -> dict[str, Any]:
+def software_versions(execution: Execution, group: Dist = SINGLE) -> dict[str, Any]:
     return {
         "autogrow": autogrow.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "processes": group.world_size,
         **execution.describe(),
     }
 
@@ -102,13 +108,14 @@ def load_data(config: RunConfig, execution: Execution) -> DataSplits:
 class Run:
     """A run directory being written: log, snapshot store, data, trainer and the folded state."""
 
-    def __init__(self, run_dir: Path, event_log: EventLog, config: RunConfig, execution: Execution,
-                 data: DataSplits, trainer: Trainer, state: GrowthState,
+    def __init__(self, run_dir: Path, event_log: EventLog | None, config: RunConfig,
+                 execution: Execution, data: DataSplits, trainer: Trainer, state: GrowthState,
                  parent_snapshot: str | None = None) -> None:
         self.run_dir = run_dir
+        self.group = trainer.group
         self.parent_snapshot = parent_snapshot
         self.resume_progress: tuple[int, dict] | None = None  # (step, sums) of a cut epoch
-        self.log = event_log
+        self.log = event_log  # None on ranks other than 0: only rank 0 writes
         self.store = SnapshotStore(run_dir)
         self.config = config
         self.execution = execution
@@ -118,11 +125,22 @@ class Run:
 
     # -- the log ----------------------------------------------------------------------------
 
-    def append(self, event: Event) -> None:
-        """Fold first (an event that does not fit raises before it is written), then append."""
-        new_state = apply(self.state, event)
-        self.log.append(*encode(event))
+    def append(self, event: Event | None) -> Event:
+        """Fold first (an event that does not fit raises before it is written), then append.
+
+        With several processes rank 0 appends and then broadcasts its event; every rank folds
+        rank 0's event (other ranks' ``event`` only says that they take part).
+        """
+        if self.group.is_main:
+            new_state = apply(self.state, event)
+            self.log.append(*encode(event))
+        if self.group.enabled:
+            sent = broadcast_json(self.group, list(encode(event)) if self.group.is_main else None)
+            if not self.group.is_main:
+                event = decode(*sent)
+                new_state = apply(self.state, event)
         self.state = new_state
+        return event
 
     def snapshot(self, label: str, step: int = 0, progress: dict | None = None) -> None:
         """Write the trainer's tensors durably, then the event that names them.
@@ -131,13 +149,17 @@ class Run:
         ``progress`` (the epoch's running sums) lets a resume finish the epoch exactly.
         """
         st = self.state
-        net = self.trainer.net
-        meta = {"arch": format_arch(st.arch), "epoch": str(st.epoch), "step": str(step),
-                "label": label, "family": net.family, "net": json.dumps(net.config, sort_keys=True)}
-        tensors = self.trainer.state_tensors()
-        tensors.update(progress or {})
-        digest = self.store.put(tensors, meta)
-        self.append(SnapshotWritten(digest=digest, epoch=st.epoch, step=step, label=label))
+        event = None
+        if self.group.is_main:
+            net = self.trainer.net
+            meta = {"arch": format_arch(st.arch), "epoch": str(st.epoch), "step": str(step),
+                    "label": label, "family": net.family,
+                    "net": json.dumps(net.config, sort_keys=True)}
+            tensors = self.trainer.state_tensors()
+            tensors.update(progress or {})
+            digest = self.store.put(tensors, meta)
+            event = SnapshotWritten(digest=digest, epoch=st.epoch, step=step, label=label)
+        self.append(event)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -149,7 +171,7 @@ class Run:
             if owed:
                 grew = False
                 for event in owed:
-                    self.append(event)
+                    event = self.append(event)
                     if isinstance(event, BlockAdded):
                         self._grow(event)
                         grew = True
@@ -180,8 +202,10 @@ class Run:
         started = time.perf_counter()
         train = self.trainer.train_epoch(
             train_batches(self.data.train, seed=cfg.seed, epoch=epoch, batch_size=cfg.batch_size,
-                          start_step=start_step, channels_last=ex.channels_last),
-            total=steps_per_epoch(len(self.data.train), cfg.batch_size),
+                          start_step=start_step, channels_last=ex.channels_last,
+                          rank=self.group.rank, world_size=self.group.world_size,
+                          drop_last=self._drop_last()),
+            total=steps_per_epoch(len(self.data.train), cfg.batch_size, self._drop_last()),
             desc=f"epoch {epoch} ({phase}, {format_arch(st.arch)})",
             start_step=start_step, progress=progress, every=cfg.snapshot_every_steps,
             checkpoint=lambda step, sums: self.snapshot("step", step, sums),
@@ -195,30 +219,42 @@ class Run:
                  train_acc=round(train.acc, 2), val_acc=round(val.acc, 2), seconds=round(seconds, 1))
         self.snapshot("epoch")
 
+    def _drop_last(self) -> bool:
+        """With several processes, a last global batch too small to give every rank a sample is
+        dropped: DDP needs every rank in every step."""
+        n, b = len(self.data.train), self.config.batch_size
+        return self.group.enabled and 0 < n % b < self.group.world_size
+
     def _eval(self, split: Any):
-        return eval_batches(split, self.config.batch_size * 2,
+        return eval_batches(split, self.config.batch_size * 2, rank=self.group.rank,
+                            world_size=self.group.world_size,
                             channels_last=self.execution.channels_last)
 
     def _grow(self, event: BlockAdded) -> None:
-        cfg = self.config
-        last_train_acc = self._last_train_acc()
+        cfg, group = self.config, self.group
+        last = self.state.last_epoch
 
         def adam_batches():
             return train_batches(self.data.train, seed=cfg.seed, epoch=self.state.epoch,
-                                 batch_size=cfg.batch_size, channels_last=self.execution.channels_last)
+                                 batch_size=cfg.batch_size, rank=group.rank,
+                                 world_size=group.world_size, drop_last=self._drop_last(),
+                                 channels_last=self.execution.channels_last)
 
         info = self.trainer.grow(event.stage, event.initializer, event.init_seed,
                                  reset_momentum=cfg.reset_momentum, adam_batches=adam_batches,
-                                 adam_target=last_train_acc, adam_epochs=cfg.adam_init_epochs)
+                                 adam_target=last.train_acc if last else None,
+                                 adam_epochs=cfg.adam_init_epochs)
         if "adam" in info:
             log.info("adam_init", **{k: v for k, v in info["adam"].items()
                                      if isinstance(v, (int, float, str))})
-
-    def _last_train_acc(self) -> float | None:
-        for _, ev in reversed(live_events(self.log.records)):
-            if isinstance(ev, EpochCompleted):
-                return ev.train_acc
-        return None
+        if group.enabled:  # every rank must now hold the very same net
+            digests = gather_strings(group, weights_digest(self.trainer.net))
+            if len(set(digests)) != 1:
+                raise RunError(f"after growth {event.growth_index} the ranks' weights differ "
+                               f"({', '.join(d[:12] for d in digests)}); the run cannot continue")
+            log.info("ranks agree", growth=event.growth_index, weights_digest=digests[0][:16],
+                     ranks=group.world_size)
+        record_rank_digest(group, event.growth_index, self.trainer.net)
 
     def _report(self, event: Event) -> None:
         if isinstance(event, PolicyChecked):
@@ -230,15 +266,31 @@ class Run:
     def _finish(self) -> RunResult:
         net = self.trainer.net
         test = self.trainer.evaluate(self._eval(self.data.test))
-        val_acc = next((ev.val_acc for _, ev in reversed(live_events(self.log.records))
-                        if isinstance(ev, EpochCompleted)), 0.0)
-        event = RunFinished(
-            arch=net.arch, val_acc=val_acc, test_acc=test.acc, params=count_params(net),
-            flops=count_flops(net), weights_digest=weights_digest(net))
-        self.append(event)
+        val_acc = self.state.last_epoch.val_acc if self.state.last_epoch else 0.0
+        event = None
+        if self.group.is_main:
+            event = RunFinished(
+                arch=net.arch, val_acc=val_acc, test_acc=test.acc, params=count_params(net),
+                flops=count_flops(net), weights_digest=weights_digest(net))
+        event = self.append(event)
         log.info("run finished", arch=event.arch, val_acc=round(val_acc, 2),
                  test_acc=round(test.acc, 2), params=event.params, flops=event.flops)
         return result_of(self.run_dir, self.state)
+
+
+RANK_DIGESTS_ENV = "AUTOGROW_RANK_DIGESTS"
+
+
+def record_rank_digest(group: Dist, growth_index: int, net: torch.nn.Module) -> None:
+    """Test hook: with ``AUTOGROW_RANK_DIGESTS=DIR`` each rank appends its weights digest after
+    every growth to ``DIR/rank<r>.jsonl``, so a test can compare ranks independently."""
+    target = os.environ.get(RANK_DIGESTS_ENV)
+    if not target:
+        return
+    path = Path(target) / f"rank{group.rank}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        out.write(json.dumps({"growth": growth_index, "digest": weights_digest(net)}) + "\n")
 
 
 def result_of(run_dir: Path, state: GrowthState) -> RunResult:
@@ -250,31 +302,46 @@ def result_of(run_dir: Path, state: GrowthState) -> RunResult:
                      weights_digest=res.weights_digest)
 
 
-def _trainer_for(config: RunConfig, execution: Execution, data: DataSplits, arch: str) -> Trainer:
+def _trainer_for(config: RunConfig, execution: Execution, data: DataSplits, arch: str,
+                 group: Dist) -> Trainer:
     return Trainer.seeded(
         execution, family=config.family, arch=arch, in_channels=data.in_channels,
         num_classes=data.num_classes, image_size=data.image_size, width=config.width,
-        seed=config.seed, momentum=config.momentum, weight_decay=config.weight_decay)
+        seed=config.seed, momentum=config.momentum, weight_decay=config.weight_decay, group=group)
 
 
-def start_run(config: RunConfig, run_dir: str | Path) -> RunResult:
-    """Start a new run in an empty ``run_dir`` and run it to the end."""
+def start_run(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE) -> RunResult:
+    """Start a new run in an empty ``run_dir`` and run it to the end (on every rank of ``group``)."""
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir)
-    execution, data, trainer = _prepare(config)  # fails before anything is written
-    with EventLog.open(run_dir, create=True) as event_log:
+    execution, data, trainer = _prepare(config, group)  # fails before anything is written
+    barrier(group)  # every rank has checked the directory before rank 0 creates the run
+    with _writer(run_dir, group, create=True) as event_log:
         stored = attrs.evolve(config, threads=execution.threads).to_dict()
-        (run_dir / CONFIG_NAME).write_text(tomli_w.dumps({"run": stored}))
+        event = None
+        if group.is_main:
+            (run_dir / CONFIG_NAME).write_text(tomli_w.dumps({"run": stored}))
+            event = RunStarted(run_id=uuid.uuid4().hex, config=stored, seed=config.seed,
+                               versions=software_versions(execution, group))
         run = Run(run_dir, event_log, config, execution, data, trainer, GrowthState())
-        run.append(RunStarted(run_id=uuid.uuid4().hex, config=stored, seed=config.seed,
-                              versions=software_versions(execution)))
+        run.append(event)
         log.info("run started", run_dir=str(run_dir), data=data.describe()["sizes"],
-                 **execution.describe())
+                 **execution.describe(), processes=group.world_size)
         return run.loop()
 
 
-def _prepare(config: RunConfig, *, arch: str | None = None, tensors: dict | None = None,
-             ) -> tuple[Execution, DataSplits, Trainer]:
+@contextlib.contextmanager
+def _writer(run_dir: Path, group: Dist, *, create: bool = False) -> Iterator[EventLog | None]:
+    """The run's log, opened for writing by rank 0 only (the others get None)."""
+    if not group.is_main:
+        yield None
+        return
+    with EventLog.open(run_dir, create=create) as event_log:
+        yield event_log
+
+
+def _prepare(config: RunConfig, group: Dist = SINGLE, *, arch: str | None = None,
+             tensors: dict | None = None) -> tuple[Execution, DataSplits, Trainer]:
     """Execution settings, data and a trainer; the trainer's tensors come from a snapshot if given.
 
     Everything here can fail on bad input (no device, no data) before the caller writes a byte.
@@ -284,48 +351,74 @@ def _prepare(config: RunConfig, *, arch: str | None = None, tensors: dict | None
     make_deterministic(execution)
     torch.manual_seed(config.seed)  # the global RNG is in every snapshot: start it from the seed
     data = load_data(config, execution)
-    trainer = _trainer_for(config, execution, data, arch or config.seed_arch)
+    trainer = _trainer_for(config, execution, data, arch or config.seed_arch, group)
     if tensors is not None:
         trainer.load_state_tensors(tensors)
     return execution, data, trainer
 
 
-def resume_run(run_dir: str | Path) -> RunResult:
-    """Continue a run from its latest durable snapshot; the result is as if never interrupted."""
+def resume_run(run_dir: str | Path, group: Dist = SINGLE) -> RunResult:
+    """Continue a run from its latest durable snapshot; the result is as if never interrupted.
+
+    With several processes rank 0 reads the log and sends every rank the live events up to the
+    snapshot; each rank folds them and loads the snapshot (a shared file system), so the number
+    of processes may differ from the interrupted run's.
+    """
     run_dir = Path(run_dir)
-    with EventLog.open(run_dir) as event_log:
-        if event_log.torn is not None:
-            log.warning("torn record set aside", file=str(event_log.torn.side_file),
-                        bytes=event_log.torn.length)
-        records = event_log.records
-        SnapshotStore(run_dir).clean_temp()  # half-written snapshots of the crash (we hold the lock)
-        state = state_of(records)
-        if state.phase is Phase.FINISHED:
-            raise RunError(f"run {run_dir} has already finished ({state.result.arch}); "
-                           "nothing to resume — use `autogrow fork` to start a variant")
-        started = decode_record(records[0])
-        if not isinstance(started, RunStarted):
-            raise RunError(f"{run_dir}: the log does not begin with run_started")
-        snapshot_seq = _latest_snapshot_seq(records)
-        if snapshot_seq is None:
-            # Killed before the first snapshot: start over from the run's own first event (a
-            # fork from the parent snapshot it copied in before writing that event).
-            snapshot_seq, digest = 1, started.parent_snapshot
-        state = state_of(records, snapshot_seq)
-        if state.last_snapshot is not None:
-            digest = state.last_snapshot.digest
+    with _writer(run_dir, group) as event_log:
+        plan = _resume_plan(run_dir, event_log) if group.is_main else None
+        plan = broadcast_json(group, plan)
+        if "error" in plan:
+            raise RunError(plan["error"])
+        events = [decode(*item) for item in plan["events"]]
+        state = fold(events)
+        digest, step = plan["digest"], plan["step"]
         config = RunConfig.from_mapping(dict(state.run_config))
         tensors = SnapshotStore(run_dir).get(digest).tensors if digest else None
-        execution, data, trainer = _prepare(config, arch=format_arch(state.arch), tensors=tensors)
+        execution, data, trainer = _prepare(config, group, arch=format_arch(state.arch),
+                                            tensors=tensors)
         run = Run(run_dir, event_log, config, execution, data, trainer, state,
-                  parent_snapshot=started.parent_snapshot)
-        if state.last_snapshot is not None and state.last_snapshot.step > 0:
-            run.resume_progress = (state.last_snapshot.step,
-                                   {k: v for k, v in tensors.items() if k.startswith("epoch.")})
-        run.append(RunResumed(from_seq=snapshot_seq, snapshot=digest or ""))
-        log.info("run resumed", run_dir=str(run_dir), from_seq=snapshot_seq, epoch=state.epoch,
-                 arch=format_arch(state.arch))
+                  parent_snapshot=plan["parent_snapshot"])
+        if step > 0:
+            progress = {k: v for k, v in tensors.items() if k.startswith("epoch.")}
+            if not group.is_main:  # rank 0 carries the global sums; the others add to them
+                progress = {k: torch.zeros_like(v) for k, v in progress.items()}
+            run.resume_progress = (step, progress)
+        event = RunResumed(from_seq=plan["from_seq"], snapshot=digest or "") if group.is_main else None
+        run.append(event)
+        log.info("run resumed", run_dir=str(run_dir), from_seq=plan["from_seq"], epoch=state.epoch,
+                 arch=format_arch(state.arch), processes=group.world_size)
         return run.loop()
+
+
+def _resume_plan(run_dir: Path, event_log: EventLog) -> dict[str, Any]:
+    """What a resume starts from, as JSON: the live events up to the snapshot and its digest."""
+    if event_log.torn is not None:
+        log.warning("torn record set aside", file=str(event_log.torn.side_file),
+                    bytes=event_log.torn.length)
+    records = event_log.records
+    SnapshotStore(run_dir).clean_temp()  # half-written snapshots of the crash (we hold the lock)
+    state = state_of(records)
+    if state.phase is Phase.FINISHED:
+        return {"error": f"run {run_dir} has already finished ({state.result.arch}); "
+                         "nothing to resume — use `autogrow fork` to start a variant"}
+    started = decode_record(records[0])
+    if not isinstance(started, RunStarted):
+        return {"error": f"{run_dir}: the log does not begin with run_started"}
+    snapshot_seq = _latest_snapshot_seq(records)
+    digest, step = started.parent_snapshot, 0
+    if snapshot_seq is None:
+        # Killed before the first snapshot: start over from the run's own first event (a fork
+        # from the parent snapshot it copied in before writing that event).
+        snapshot_seq = 1
+    events = live_events(records, snapshot_seq)
+    last = fold(ev for _, ev in events).last_snapshot
+    if last is not None:
+        digest, step = last.digest, last.step
+    if digest:
+        SnapshotStore(run_dir).get(digest)  # verify it now: a damaged snapshot stops the resume
+    return {"events": [list(encode(ev)) for _, ev in events], "from_seq": snapshot_seq,
+            "digest": digest, "step": step, "parent_snapshot": started.parent_snapshot}
 
 
 def _latest_snapshot_seq(records) -> int | None:

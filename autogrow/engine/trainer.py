@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from autogrow.blocks import GrowableNet, adam_init, build_net
 from autogrow.engine.device import Execution
+from autogrow.engine.distributed import SINGLE, Dist, all_reduce_sum
 
 MODEL_PREFIX = "model."
 MOMENTUM_PREFIX = "momentum."
@@ -34,24 +35,38 @@ class Trainer:
     """Holds the net and its SGD optimizer; ``sgd_settings`` are momentum and weight decay."""
 
     def __init__(self, net: GrowableNet, execution: Execution, *, momentum: float,
-                 weight_decay: float) -> None:
+                 weight_decay: float, group: Dist = SINGLE) -> None:
         self.execution = execution
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.group = group
         self.net = self._place(net)
+        self.model = self._wrap()
         self.optimizer = self._new_optimizer()
+
+    def _wrap(self) -> nn.Module:
+        """What training runs forward through: the net, or DDP around it with several processes.
+
+        DDP is built anew after every growth (its buckets are fixed at construction).
+        """
+        if not self.group.enabled:
+            return self.net
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.execution.device.index] if self.execution.device.type == "cuda" else None
+        return DistributedDataParallel(self.net, device_ids=ids)
 
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
     def seeded(cls, execution: Execution, *, family: str, arch: str, in_channels: int,
                num_classes: int, image_size: int, width: float, seed: int, momentum: float,
-               weight_decay: float) -> Trainer:
-        """A fresh seed net whose init is a pure function of ``seed``."""
+               weight_decay: float, group: Dist = SINGLE) -> Trainer:
+        """A fresh seed net whose init is a pure function of ``seed`` (the same on every rank)."""
         generator = torch.Generator().manual_seed(seed)
         net = build_net(family, arch, in_channels=in_channels, num_classes=num_classes,
                         image_size=image_size, width=width, generator=generator)
-        return cls(net, execution, momentum=momentum, weight_decay=weight_decay)
+        return cls(net, execution, momentum=momentum, weight_decay=weight_decay, group=group)
 
     def _place(self, net: GrowableNet) -> GrowableNet:
         net = net.to(self.execution.device)
@@ -96,6 +111,7 @@ class Trainer:
             info["adam"] = adam_init(self.net, new_names, adam_batches, max_epochs=adam_epochs,
                                      target_train_acc=adam_target, device=self.execution.device,
                                      amp_dtype=self.execution.amp_dtype)
+        self.model = self._wrap()
         self.optimizer = self._new_optimizer(carry)
         return info
 
@@ -116,7 +132,7 @@ class Trainer:
         epoch. With ``every`` > 0, ``checkpoint(step, progress)`` is called every that many steps so
         the caller can snapshot inside the epoch.
         """
-        net = self.net
+        net = self.model
         net.train()
         dev = self.execution.device
         sums = progress or {}
@@ -124,7 +140,7 @@ class Trainer:
         correct = sums.get(PROGRESS_CORRECT, torch.zeros((), dtype=torch.int64)).to(dev).clone()
         seen = int(sums[PROGRESS_SEEN]) if PROGRESS_SEEN in sums else 0
         bar = tqdm(batches, total=total, initial=start_step, desc=desc, leave=False, unit="batch",
-                   dynamic_ncols=True, disable=None)
+                   dynamic_ncols=True, disable=None if self.group.is_main else True)
         step = start_step
         for x, y in bar:
             with self.execution.autocast():
@@ -139,10 +155,27 @@ class Trainer:
             seen += n
             step += 1
             if checkpoint is not None and every > 0 and step % every == 0 and step != total:
-                checkpoint(step, {PROGRESS_LOSS: loss_sum, PROGRESS_CORRECT: correct,
-                                  PROGRESS_SEEN: torch.tensor(seen, dtype=torch.int64)})
+                checkpoint(step, self._global_sums(loss_sum, correct, seen))
         bar.close()
-        return _stats(loss_sum, correct, seen)
+        return self._stats(loss_sum, correct, seen)
+
+    def _global_sums(self, loss_sum: Tensor, correct: Tensor, seen: int) -> dict[str, Tensor]:
+        """The epoch's running sums over all ranks (what a mid-epoch snapshot stores)."""
+        sums = [loss_sum.clone(), correct.clone(),
+                torch.tensor(seen, dtype=torch.int64, device=loss_sum.device)]
+        all_reduce_sum(self.group, *sums)
+        return {PROGRESS_LOSS: sums[0].cpu(), PROGRESS_CORRECT: sums[1].cpu(),
+                PROGRESS_SEEN: sums[2].cpu()}
+
+    def _stats(self, loss_sum: Tensor, correct: Tensor, seen: int) -> EpochStats:
+        """Mean loss and accuracy over all ranks: one host sync."""
+        totals = torch.stack([loss_sum, correct.double(),
+                              torch.tensor(float(seen), dtype=torch.float64, device=loss_sum.device)])
+        all_reduce_sum(self.group, totals)
+        loss, hits, count = totals.tolist()
+        if count == 0:
+            return EpochStats(loss=0.0, acc=0.0, samples=0)
+        return EpochStats(loss=loss / count, acc=100.0 * hits / count, samples=int(count))
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> EpochStats:
@@ -158,7 +191,7 @@ class Trainer:
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()
             seen += y.shape[0]
-        return _stats(loss_sum, correct, seen)
+        return self._stats(loss_sum, correct, seen)
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -181,10 +214,3 @@ class Trainer:
         self.optimizer = self._new_optimizer(carry)
         if RNG_KEY in tensors:
             torch.set_rng_state(tensors[RNG_KEY])
-
-
-def _stats(loss_sum: Tensor, correct: Tensor, seen: int) -> EpochStats:
-    if seen == 0:
-        return EpochStats(loss=0.0, acc=0.0, samples=0)
-    values = torch.stack([loss_sum, correct.double()]).tolist()  # the one host sync
-    return EpochStats(loss=values[0] / seen, acc=100.0 * values[1] / seen, samples=seen)

@@ -95,6 +95,7 @@ class GrowthState:
     val_history: tuple[float, ...] = ()  # validation accuracy (%) of each growth-phase epoch
     last_check_epoch: int = 0
     last_snapshot: SnapshotWritten | None = None
+    last_epoch: EpochCompleted | None = None
     result: RunFinished | None = None
     failure: str | None = None
 
@@ -215,14 +216,14 @@ def _apply_epoch(state: GrowthState, ev: EpochCompleted) -> GrowthState:
     if ev.epoch != expected:
         raise PolicyError(f"epoch {ev.epoch} arrived but epoch {expected} was next")
     if state.phase is Phase.GROWING and ev.phase == "grow":
-        return attrs.evolve(state, grow_epochs=state.grow_epochs + 1,
+        return attrs.evolve(state, grow_epochs=state.grow_epochs + 1, last_epoch=ev,
                             val_history=state.val_history + (float(ev.val_acc),))
     if state.phase is Phase.FINETUNING and ev.phase == "finetune":
         done = state.finetune_epochs + 1
         phase = state.phase
         if done >= state.cfg.finetune_epochs:
             phase = _transition(phase, "finish_finetune")
-        return attrs.evolve(state, finetune_epochs=done, phase=phase)
+        return attrs.evolve(state, finetune_epochs=done, phase=phase, last_epoch=ev)
     raise PolicyError(f"a {ev.phase!r} epoch cannot be applied while the run is {state.phase.value}")
 
 
