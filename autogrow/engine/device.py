@@ -8,8 +8,6 @@ CUDA, bf16 where supported, else fp16 with a grad scaler.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-
 import attrs
 import torch
 
@@ -44,8 +42,11 @@ class Execution:
 
 
 def _cpu_has_fast_bf16() -> bool:
-    capability = torch.backends.cpu.get_cpu_capability()
-    return capability in ("AVX512", "AVX512_BF16", "AMX") or "AVX512" in capability
+    """oneDNN's own test for native bf16 (AVX512-BF16 or AMX); emulated bf16 would be slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def resolve_execution(device: str, precision: str, channels_last: bool, threads: int) -> Execution:
@@ -78,11 +79,3 @@ def make_deterministic(execution: Execution) -> None:
         torch.use_deterministic_algorithms(True)
     else:
         torch.backends.cudnn.benchmark = True
-
-
-@contextlib.contextmanager
-def rng_scope(seed: int) -> Iterator[None]:
-    """Seed torch's global RNG for a block of code without disturbing the caller's RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
