@@ -46,6 +46,7 @@ from autogrow.events import (
 from autogrow.policies import GrowthState, Phase, apply, base_state, due, fold, learning_rate
 from autogrow.replay import decode_record, live_events, state_of
 from autogrow.storage import EventLog, SnapshotStore
+from autogrow.storage.layout import PROGRESS_PREFIX, section
 
 log = structlog.get_logger("autogrow")
 
@@ -380,7 +381,7 @@ def resume_run(run_dir: str | Path, group: Dist = SINGLE) -> RunResult:
         run = Run(run_dir, event_log, config, execution, data, trainer, state,
                   parent_snapshot=plan["parent_snapshot"])
         if step > 0:
-            progress = {k: v for k, v in tensors.items() if k.startswith("epoch.")}
+            progress = {PROGRESS_PREFIX + k: v for k, v in section(tensors, PROGRESS_PREFIX).items()}
             if not group.is_main:  # rank 0 carries the global sums; the others add to them
                 progress = {k: torch.zeros_like(v) for k, v in progress.items()}
             run.resume_progress = (step, progress)

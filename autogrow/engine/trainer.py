@@ -16,12 +16,16 @@ from tqdm import tqdm
 from autogrow.blocks import GrowableNet, adam_init, build_net
 from autogrow.engine.device import Execution
 from autogrow.engine.distributed import SINGLE, Dist, all_reduce_sum
+from autogrow.storage.layout import (
+    MODEL_PREFIX,
+    MOMENTUM_PREFIX,
+    PROGRESS_CORRECT,
+    PROGRESS_LOSS,
+    PROGRESS_SEEN,
+    RNG_KEY,
+    section,
+)
 
-MODEL_PREFIX = "model."
-MOMENTUM_PREFIX = "momentum."
-RNG_KEY = "rng.torch_cpu"
-# Running sums of an epoch cut short by a mid-epoch snapshot.
-PROGRESS_LOSS, PROGRESS_CORRECT, PROGRESS_SEEN = "epoch.loss_sum", "epoch.correct", "epoch.seen"
 
 
 @attrs.frozen
@@ -204,13 +208,12 @@ class Trainer:
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         """Restore what :meth:`state_tensors` saved (the net must already have the same arch)."""
-        model = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+        model = section(tensors, MODEL_PREFIX)
         missing, unexpected = self.net.load_state_dict(model, strict=False)
         if missing or unexpected:
             raise ValueError(f"snapshot does not fit the net {self.net.arch}: missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]}")
-        carry = {k[len(MOMENTUM_PREFIX):]: v for k, v in tensors.items()
-                 if k.startswith(MOMENTUM_PREFIX)}
+        carry = section(tensors, MOMENTUM_PREFIX)
         self.optimizer = self._new_optimizer(carry)
         if RNG_KEY in tensors:
             torch.set_rng_state(tensors[RNG_KEY])

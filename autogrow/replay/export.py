@@ -8,9 +8,9 @@ from pathlib import Path
 from autogrow.blocks import build_net, save_model, weights_digest
 from autogrow.events import SnapshotWritten
 from autogrow.replay.fold import live_events, state_of
+from autogrow.storage.layout import MODEL_PREFIX, section
 from autogrow.storage import EventLog, SnapshotStore
 
-MODEL_PREFIX = "model."
 
 
 class ExportError(ValueError):
@@ -22,7 +22,7 @@ def net_from_snapshot(run_dir: Path, digest: str):
     snap = SnapshotStore(run_dir).get(digest)
     spec = json.loads(snap.metadata["net"])
     net = build_net(snap.metadata["family"], snap.metadata["arch"], **spec)
-    state = {k[len(MODEL_PREFIX):]: v for k, v in snap.tensors.items() if k.startswith(MODEL_PREFIX)}
+    state = section(snap.tensors, MODEL_PREFIX)
     net.load_state_dict(state)
     return net.eval()
 

@@ -30,10 +30,10 @@ from autogrow.events import (
 from autogrow.policies import GrowthState, Phase, PolicyError, apply, due, learning_rate
 from autogrow.replay.fold import decode_record, live_records
 from autogrow.replay.retention import retained_digests
+from autogrow.storage.layout import MODEL_PREFIX, section
 from autogrow.storage import EventLog, StorageError
 
 DECISIONS = (PolicyChecked, StageStopped, BlockAdded, GrowthFinished, FinetuneStarted)
-MODEL_PREFIX = "model."
 
 
 @attrs.frozen
@@ -184,7 +184,7 @@ def _check_finish(run_dir: Path, seq: int, state: GrowthState, ev: RunFinished,
         tensors = store.get(last_snapshot.digest).tensors
     except StorageError:
         return  # reported by the snapshot check
-    model = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+    model = section(tensors, MODEL_PREFIX)
     if weights_digest(model) != ev.weights_digest:
         problems.append(f"seq {seq}: weights_digest {ev.weights_digest[:12]}… does not match the "
                         f"final snapshot {last_snapshot.digest[:12]}…")

@@ -1,0 +1,23 @@
+"""The names of the tensors inside a run snapshot (one place for the writer and every reader).
+
+A snapshot holds ``model.<state_dict name>``, ``momentum.<parameter name>``, the global CPU RNG
+state and, for a snapshot taken inside an epoch, that epoch's running sums (``epoch.*``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+MODEL_PREFIX = "model."
+MOMENTUM_PREFIX = "momentum."
+RNG_KEY = "rng.torch_cpu"
+PROGRESS_PREFIX = "epoch."
+PROGRESS_LOSS = PROGRESS_PREFIX + "loss_sum"
+PROGRESS_CORRECT = PROGRESS_PREFIX + "correct"
+PROGRESS_SEEN = PROGRESS_PREFIX + "seen"
+
+
+def section(tensors: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The tensors under ``prefix``, keyed without it (e.g. the model's state dict)."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
