@@ -185,3 +185,32 @@ def test_plot_writes_an_image(smoke_run, tmp_path):
 def test_history_json_is_the_log(smoke_run):
     lines = autogrow_cli("history", str(smoke_run), "--json", check=True).stdout.splitlines()
     assert [json.loads(line)["seq"] for line in lines] == list(range(1, len(lines) + 1))
+
+
+def test_an_error_mid_run_is_logged_and_resume_recovers(smoke_run, tmp_path, monkeypatch):
+    """A crash with a Python error leaves run_failed in the log; resume supersedes it."""
+    from autogrow.config import resolve_config
+    from autogrow.engine import run as run_module
+    from autogrow.engine.trainer import Trainer
+
+    monkeypatch.setenv("AUTOGROW_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "autogrow-data"))
+    real = Trainer.train_epoch
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated out of memory")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", flaky)
+    run_dir = tmp_path / "flaky"
+    with pytest.raises(RuntimeError, match="simulated"):
+        run_module.start_run(resolve_config("smoke"), run_dir)
+    records = _records(run_dir)
+    assert records[-1].type == "run_failed" and "simulated out of memory" in records[-1].payload["reason"]
+    assert "failed" in autogrow_cli("history", str(run_dir), check=True).stdout
+    monkeypatch.setattr(Trainer, "train_epoch", real)
+    autogrow_cli("resume", str(run_dir), check=True)
+    assert verify_run(run_dir).ok
+    assert comparable(run_dir) == comparable(smoke_run)

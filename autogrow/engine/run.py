@@ -36,6 +36,7 @@ from autogrow.events import (
     EpochCompleted,
     Event,
     PolicyChecked,
+    RunFailed,
     RunFinished,
     RunResumed,
     RunStarted,
@@ -165,6 +166,17 @@ class Run:
     # -- the loop ---------------------------------------------------------------------------
 
     def loop(self) -> RunResult:
+        """Run to the end; an error is recorded as ``run_failed`` (a resume supersedes it)."""
+        try:
+            return self._loop()
+        except Exception as err:
+            if self.group.is_main and self.log is not None and not self.log.closed:
+                with contextlib.suppress(Exception):  # never hide the original error
+                    reason = f"{type(err).__name__}: {err}"
+                    self.log.append(*encode(RunFailed(reason=reason.splitlines()[0][:500])))
+            raise
+
+    def _loop(self) -> RunResult:
         if self.state.last_snapshot is None:  # a new run, or one killed before its first snapshot
             self.snapshot("fork" if self.parent_snapshot else "start")
         while True:
