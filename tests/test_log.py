@@ -495,3 +495,13 @@ def test_failed_write_is_rolled_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(log_module, "write_all", real_write_all)
         assert log.append("t", 1, {"i": 1}).seq == 2
     assert len(spec_verify(tmp_path / "events.jsonl")) == 2
+
+
+def test_digit_flip_that_overflows_a_float_is_corruption_not_a_crash(tmp_path):
+    """Regression (found by hypothesis in CI): 1.79e+308 edited to 1.79e+318 parses as inf."""
+    with EventLog.open(tmp_path, create=True) as log:
+        log.append("x", 1, {"v": 1.7976931347314117e308})
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(path.read_bytes().replace(b"e+308", b"e+318"))
+    with pytest.raises(LogCorrupted, match="line 1"):
+        EventLog.open(tmp_path, readonly=True)

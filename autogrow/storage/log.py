@@ -209,9 +209,13 @@ def _verify_line(
             f"prev is {r_prev[:12]}... but the previous record's hash is {prev[:12]}... "
             "(the chain is broken)"
         )
-    payload_json = _encode(payload)
-    body = _body(seq, r_type, r_schema, payload_json, ts, prev)
-    computed = hashlib.sha256((prev + body).encode("utf-8")).hexdigest()
+    try:
+        payload_json = _encode(payload)
+        body = _body(seq, r_type, r_schema, payload_json, ts, prev)
+        body_bytes = (prev + body).encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as err:  # e.g. a digit flip that overflows to inf
+        raise bad(f"payload cannot be stored as written ({err})") from None
+    computed = hashlib.sha256(body_bytes).hexdigest()
     if computed != r_hash:
         raise bad(
             f"hash mismatch (stored {r_hash[:12]}..., computed {computed[:12]}...): "
