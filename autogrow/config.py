@@ -49,7 +49,7 @@ class RunConfig:
 
     # network
     family: str = attrs.field(default="basic3resnet", validator=_choice("family", tuple(FAMILY_STAGES)))
-    seed_arch: str = "1-1-1"               # blocks per stage at the start
+    seed_arch: str = ""                    # blocks per stage at the start, "" = 1 per stage
     max_arch: str = ""                     # per-stage depth cap, "" = none
     width: float = 1.0                     # channel multiplier (CPU-sized experiments use < 1)
     initializer: str = attrs.field(default="gau", validator=_choice("initializer", INITIALIZER_NAMES))
@@ -89,7 +89,8 @@ class RunConfig:
 
     def __attrs_post_init__(self) -> None:
         stages = FAMILY_STAGES[self.family]
-        parse_arch(self.seed_arch, stages)
+        if self.seed_arch:
+            parse_arch(self.seed_arch, stages)
         if self.max_arch:
             parse_arch(self.max_arch, stages)
         if not 0.0 < self.subset <= 1.0:
@@ -111,7 +112,12 @@ class RunConfig:
         self.policy_settings()
 
     def policy_settings(self) -> PolicySettings:
-        return PolicySettings.from_config(self.to_dict())
+        return PolicySettings.from_config(dict(self.to_dict(), seed_arch=self.seed_arch_or_default))
+
+    @property
+    def seed_arch_or_default(self) -> str:
+        """The seed arch, with the paper's default of one block per stage."""
+        return self.seed_arch or "-".join(["1"] * FAMILY_STAGES[self.family])
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -125,7 +131,7 @@ class RunConfig:
             changes["interval"] = max(1, round(self.interval / self.subset))
             changes["stop_window"] = max(changes["interval"], round(self.stop_window / self.subset))
             changes["scale_with_subset"] = False  # already applied
-        changes["seed_arch"] = format_arch(parse_arch(self.seed_arch))
+        changes["seed_arch"] = format_arch(parse_arch(self.seed_arch_or_default))
         return attrs.evolve(self, **changes)
 
     @classmethod
@@ -168,14 +174,14 @@ def coerce(key: str, value: Any) -> Any:
 PRESETS: dict[str, dict[str, Any]] = {
     # A real growth on Fashion-MNIST on CPU in a few minutes: a 10 % training subset, a small width.
     "demo": dict(
-        dataset="fashionmnist", family="basic3resnet", seed_arch="1-1-1", width=0.5,
+        dataset="fashionmnist", family="basic3resnet", width=0.5,
         policy="periodic", interval=1, stop_window=3, tau=0.5, max_arch="6-6-6",
-        max_growth_epochs=12, finetune_epochs=2, subset=0.1, scale_with_subset=False,
+        max_growth_epochs=12, finetune_epochs=3, subset=0.1, scale_with_subset=False,
         max_val=2000, batch_size=128, lr=0.1,
     ),
     # Seconds, for tests: a thin net on a slice of the data; grows at least twice, then stops.
     "smoke": dict(
-        dataset="fashionmnist", family="basic3resnet", seed_arch="1-1-1", width=0.25,
+        dataset="fashionmnist", family="basic3resnet", width=0.25,
         policy="periodic", interval=1, stop_window=2, tau=100.0, max_growth_epochs=8,
         finetune_epochs=1, subset=0.02, scale_with_subset=False, max_val=500, max_test=1000,
         batch_size=64, lr=0.1,
@@ -185,18 +191,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 # The paper's settings (§3): K=3, tau=0.05 %, J = epochs at the largest LR of the baseline schedule
 # (100 of 200 for small data sets, 30 of 90 for ImageNet), N fine-tune epochs with a staircase.
 _PAPER_SMALL = dict(policy="periodic", interval=3, stop_window=100, tau=0.05, finetune_epochs=100,
-                    batch_size=128, weight_decay=5e-4, initializer="gau", seed_arch="1-1-1")
+                    batch_size=128, weight_decay=5e-4, initializer="gau")
 for _name, _family in (("mnist", "plain3net"), ("fashionmnist", "basic3resnet"),
                        ("svhn", "plain4net"), ("cifar10", "basic3resnet"),
                        ("cifar100", "basic4resnet")):
-    PRESETS[f"paper-{_name}"] = dict(
-        _PAPER_SMALL, dataset=_name, family=_family,
-        seed_arch="-".join(["1"] * FAMILY_STAGES[_family]),
-    )
+    PRESETS[f"paper-{_name}"] = dict(_PAPER_SMALL, dataset=_name, family=_family)
 PRESETS["paper-imagenet"] = dict(
     policy="periodic", interval=3, stop_window=30, tau=0.05, finetune_epochs=90, batch_size=256,
     weight_decay=1e-4, initializer="gau", dataset="imagenet", family="basic4resnet",
-    seed_arch="1-1-1-1",
 )
 
 
