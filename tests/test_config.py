@@ -1,0 +1,69 @@
+"""RunConfig: precedence, TOML files, coercion, defaults that follow the family."""
+
+from __future__ import annotations
+
+import pytest
+
+from autogrow.blocks import FAMILIES, INITIALIZERS, get_family
+from autogrow.config import (
+    FAMILY_STAGES,
+    INITIALIZER_NAMES,
+    PRESETS,
+    ConfigError,
+    RunConfig,
+    coerce,
+    resolve_config,
+)
+
+
+def test_preset_then_file_then_flags(tmp_path):
+    path = tmp_path / "my.toml"
+    path.write_text('[run]\ninterval = 2\nstop_window = 5\ntau = 0.2\n')
+    config = resolve_config("smoke", path, {"tau": 0.3, "seed": None})
+    assert config.interval == 2 and config.stop_window == 5  # file over preset
+    assert config.tau == 0.3  # flag over file
+    assert config.width == PRESETS["smoke"]["width"]  # preset over defaults
+
+
+def test_stored_config_round_trips(tmp_path):
+    import tomli_w
+
+    config = resolve_config("demo")
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps({"run": config.to_dict()}))
+    assert resolve_config(None, path) == config
+
+
+def test_automatic_values_are_made_explicit():
+    assert resolve_config(None, None, {"family": "plain3net"}).lr == 0.01
+    assert resolve_config(None, None, {"family": "basic4resnet"}).seed_arch == "1-1-1-1"
+    scaled = resolve_config("paper-cifar10", None, {"subset": 0.25})
+    assert (scaled.interval, scaled.stop_window, scaled.scale_with_subset) == (12, 400, False)
+    assert resolve_config(None, None, {"subset": 0.5, "scale_with_subset": False}).interval == 3
+
+
+def test_unknown_keys_and_bad_types_are_named(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("intervall = 3\n")
+    with pytest.raises(ConfigError, match="intervall"):
+        resolve_config(None, path)
+    path.write_text("interval = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        resolve_config(None, path)
+    with pytest.raises(ConfigError, match="interval expects a int"):
+        coerce("interval", "three")
+    with pytest.raises(ConfigError, match="bool"):
+        coerce("download", "perhaps")
+    assert coerce("download", "yes") is True and coerce("tau", "0.5") == 0.5
+
+
+def test_registries_agree_with_the_networks():
+    """The torch-free config mirrors the family and initializer names of autogrow.blocks."""
+    assert set(FAMILY_STAGES) == set(FAMILIES)
+    assert all(get_family(name).num_stages == stages for name, stages in FAMILY_STAGES.items())
+    assert set(INITIALIZER_NAMES) == set(INITIALIZERS)
+
+
+def test_every_preset_is_valid():
+    for name in PRESETS:
+        assert isinstance(resolve_config(name), RunConfig)
