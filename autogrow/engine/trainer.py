@@ -47,6 +47,9 @@ class Trainer:
         self.net = self._place(net)
         self.model = self._wrap()
         self.optimizer = self._new_optimizer()
+        # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not.
+        self.scaler = torch.amp.GradScaler(execution.device.type,
+                                           enabled=execution.precision == "fp16")
 
     def _wrap(self) -> nn.Module:
         """What training runs forward through: the net, or DDP around it with several processes.
@@ -151,8 +154,13 @@ class Trainer:
                 logits = net(x)
                 loss = F.cross_entropy(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.scaler.is_enabled():
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
             n = y.shape[0]
             loss_sum += loss.detach().double() * n
             correct += (logits.detach().argmax(1) == y).sum()
