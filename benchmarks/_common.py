@@ -32,7 +32,8 @@ def cpu_model() -> str:
                 break
     except OSError:
         return platform.processor() or "unknown"
-    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')} model {info.get('model', '?')})"
+    name, family, model = (info.get(k, "?") for k in ("model name", "cpu family", "model"))
+    return f"{name} (family {family} model {model})"
 
 
 def load() -> float:
@@ -40,18 +41,38 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def wait_for_quiet(max_load: float | None, max_wait_s: float = 600.0) -> float:
-    """Sleep until the 1-minute load is below ``max_load`` (or ``max_wait_s`` passed); seconds waited."""
-    if max_load is None:
+def busy_cores(window_s: float = 3.0) -> float:
+    """Cores kept busy by all processes over ``window_s`` (from /proc/stat). Called while this
+    process sleeps, it measures the others, unlike the load average, which remembers our own
+    last minute of work."""
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+    try:
+        busy0, total0 = sample()
+        time.sleep(window_s)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
         return 0.0
+    return round((busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1), 2)
+
+
+def wait_for_quiet(max_busy: float | None, max_wait_s: float = 600.0) -> dict[str, float] | None:
+    """Sleep until other processes use fewer than ``max_busy`` cores (or ``max_wait_s`` passed).
+    Returns what was seen: seconds waited, busy cores of the last sample and the load average."""
+    if max_busy is None:
+        return None
     start = time.monotonic()
-    while load() >= max_load and time.monotonic() - start < max_wait_s:
-        time.sleep(5)
-    return round(time.monotonic() - start, 1)
+    while True:
+        busy = busy_cores()
+        waited = time.monotonic() - start
+        if busy < max_busy or waited >= max_wait_s:
+            return {"waited_s": round(waited, 1), "other_busy_cores": busy, "load_1min": load()}
 
 
 def machine() -> dict[str, Any]:
-    """What a reader needs to compare a figure: CPU, cores, threads, torch, accelerators, date, load."""
+    """What a reader needs to compare figures: CPU, cores, threads, torch, GPU, date, load."""
     out: dict[str, Any] = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "cpu": cpu_model(),
@@ -71,9 +92,9 @@ def median(values: list[float]) -> float | None:
 
 
 def rounded(value: Any, digits: int = 4) -> Any:
-    """Round floats inside nested dicts/lists for readable JSON."""
+    """Floats inside nested dicts/lists to ``digits`` significant digits, for readable JSON."""
     if isinstance(value, float):
-        return round(value, digits)
+        return float(f"{value:.{digits}g}")
     if isinstance(value, dict):
         return {k: rounded(v, digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -42,11 +42,10 @@ class Execution:
 
 
 def _cpu_has_fast_bf16() -> bool:
-    """oneDNN's own test for native bf16 (AVX512-BF16 or AMX); emulated bf16 would be slower."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """Native bf16 (AVX512-BF16 or AMX). AVX512 alone only emulates bf16, slower than fp32."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+              getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(bool(check()) for check in checks if check is not None)
 
 
 def resolve_execution(device: str, precision: str, channels_last: bool, threads: int) -> Execution:
@@ -77,5 +76,8 @@ def make_deterministic(execution: Execution) -> None:
     """Bit-reproducible kernels: required on CPU for resume to be bit-identical (DESIGN §5)."""
     if execution.device.type == "cpu":
         torch.use_deterministic_algorithms(True)
+        # That also NaN-fills every new tensor, a debugging aid that cost 7–9 % of CPU
+        # throughput with identical results (benchmarks/RESULTS.md).
+        torch.utils.deterministic.fill_uninitialized_memory = False
     else:
         torch.backends.cudnn.benchmark = True

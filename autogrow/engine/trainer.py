@@ -17,6 +17,8 @@ from autogrow.blocks import GrowableNet, adam_init, build_net
 from autogrow.engine.device import Execution
 from autogrow.engine.distributed import SINGLE, Dist, all_reduce_sum
 from autogrow.storage.layout import (
+    AMP_GROWTH,
+    AMP_SCALE,
     MODEL_PREFIX,
     MOMENTUM_PREFIX,
     PROGRESS_CORRECT,
@@ -212,6 +214,10 @@ class Trainer:
         tensors = {MODEL_PREFIX + k: v.detach() for k, v in self.net.state_dict().items()}
         tensors.update({MOMENTUM_PREFIX + k: v.detach() for k, v in self.momentum_buffers().items()})
         tensors[RNG_KEY] = torch.get_rng_state()
+        if self.scaler.is_enabled():  # fp16 loss scaling continues where it was
+            state = self.scaler.state_dict()
+            tensors[AMP_SCALE] = torch.tensor(float(state["scale"]), dtype=torch.float64)
+            tensors[AMP_GROWTH] = torch.tensor(int(state["_growth_tracker"]), dtype=torch.int64)
         return tensors
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
@@ -225,3 +231,8 @@ class Trainer:
         self.optimizer = self._new_optimizer(carry)
         if RNG_KEY in tensors:
             torch.set_rng_state(tensors[RNG_KEY])
+        if self.scaler.is_enabled() and AMP_SCALE in tensors:
+            state = self.scaler.state_dict()
+            state.update(scale=float(tensors[AMP_SCALE]),
+                         _growth_tracker=int(tensors[AMP_GROWTH]))
+            self.scaler.load_state_dict(state)

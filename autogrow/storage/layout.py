@@ -12,6 +12,8 @@ from typing import Any
 MODEL_PREFIX = "model."
 MOMENTUM_PREFIX = "momentum."
 RNG_KEY = "rng.torch_cpu"
+AMP_SCALE = "amp.scale"            # fp16 GradScaler state
+AMP_GROWTH = "amp.growth_tracker"
 PROGRESS_PREFIX = "epoch."
 PROGRESS_LOSS = PROGRESS_PREFIX + "loss_sum"
 PROGRESS_CORRECT = PROGRESS_PREFIX + "correct"

@@ -1,0 +1,48 @@
+"""Trainer: snapshot tensors round-trip (momentum by name, fp16 loss scale), growth keeps momentum."""
+
+from __future__ import annotations
+
+import torch
+
+from autogrow.engine.device import Execution
+from autogrow.engine.trainer import Trainer
+
+
+def _trainer(precision: str = "fp32", arch: str = "1-1-1") -> Trainer:
+    ex = Execution(device=torch.device("cpu"), precision=precision, channels_last=False, threads=1)
+    return Trainer.seeded(ex, family="basic3resnet", arch=arch, in_channels=1, num_classes=10,
+                          image_size=32, width=0.25, seed=3, momentum=0.9, weight_decay=5e-4)
+
+
+def _step(trainer: Trainer) -> None:
+    x, y = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(1)), torch.arange(8)
+    trainer.set_lr(0.1)
+    trainer.train_epoch([(x, y)], total=1)
+
+
+def test_growth_keeps_momentum_of_existing_parameters_by_name():
+    trainer = _trainer()
+    _step(trainer)
+    before = {k: v.clone() for k, v in trainer.momentum_buffers().items()}
+    trainer.grow(1, "gau", init_seed=5)
+    after = trainer.momentum_buffers()
+    assert set(before) == set(after)  # new parameters start with no momentum
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    trainer.grow(0, "gau", init_seed=6, reset_momentum=True)
+    assert trainer.momentum_buffers() == {}
+
+
+def test_state_tensors_round_trip_including_fp16_loss_scale():
+    trainer = _trainer("fp16")
+    _step(trainer)
+    state = trainer.scaler.state_dict()
+    state.update(scale=1024.0, _growth_tracker=7)
+    trainer.scaler.load_state_dict(state)
+    tensors = trainer.state_tensors()
+    other = _trainer("fp16")
+    other.load_state_tensors(tensors)
+    assert other.scaler.state_dict()["scale"] == 1024.0
+    assert other.scaler.state_dict()["_growth_tracker"] == 7
+    assert all(torch.equal(a, b) for a, b in zip(trainer.net.state_dict().values(),
+                                                 other.net.state_dict().values()))
+    assert set(other.momentum_buffers()) == set(trainer.momentum_buffers())
