@@ -6,9 +6,10 @@ Every failure a user can cause ends in one line on stderr (``autogrow: error: â€
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,20 +190,27 @@ def _summary(result: Any) -> None:
     print(f"run directory {result.run_dir}  (autogrow history {result.run_dir})")
 
 
+@contextlib.contextmanager
+def _process_group(device: str) -> Iterator[Any]:
+    """This process's place among those torchrun started (just itself without torchrun)."""
+    from autogrow.engine.distributed import init_from_env, shutdown
+    group = init_from_env(device)
+    try:
+        yield group
+    finally:
+        shutdown(group)
+
+
 def _start(config: RunConfig, run_dir: Path) -> int:
     """Run a new run in this process, or in every process torchrun started."""
-    from autogrow.engine.distributed import init_from_env, shutdown
     from autogrow.engine.run import check_new_run_dir, start_run
     check_new_run_dir(run_dir)
-    group = init_from_env(config.device)
-    try:
+    with _process_group(config.device) as group:
         if group.is_main:
             _print_config(config)
         result = start_run(config, run_dir, group)
         if group.is_main:
             _summary(result)
-    finally:
-        shutdown(group)
     return 0
 
 
@@ -219,15 +227,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from autogrow.engine.distributed import init_from_env, shutdown
     from autogrow.engine.run import resume_run
-    group = init_from_env("auto")
-    try:
+    with _process_group("auto") as group:
         result = resume_run(args.run_dir, group)
         if group.is_main:
             _summary(result)
-    finally:
-        shutdown(group)
     return 0
 
 
