@@ -477,9 +477,9 @@ def test_log_module_does_not_import_torch() -> None:
 
 
 def test_failed_write_is_rolled_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from autogrow.storage import log as log_module
+    from autogrow.storage import _fs as fs_module  # the log writes through _fs.write_all
 
-    real_write_all = log_module.write_all
+    real_write_all = fs_module.write_all
 
     def disk_full_halfway(fd: int, data: bytes) -> None:
         real_write_all(fd, data[: len(data) // 2])
@@ -488,11 +488,11 @@ def test_failed_write_is_rolled_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with EventLog.open(tmp_path, create=True) as log:
         log.append("t", 1, {"i": 0})
         size = log.path.stat().st_size
-        monkeypatch.setattr(log_module, "write_all", disk_full_halfway)
+        monkeypatch.setattr(fs_module, "write_all", disk_full_halfway)
         with pytest.raises(StorageError, match="No space left.*rolled back"):
             log.append("t", 1, {"i": 1})
         assert log.path.stat().st_size == size and len(log) == 1
-        monkeypatch.setattr(log_module, "write_all", real_write_all)
+        monkeypatch.setattr(fs_module, "write_all", real_write_all)
         assert log.append("t", 1, {"i": 1}).seq == 2
     assert len(spec_verify(tmp_path / "events.jsonl")) == 2
 

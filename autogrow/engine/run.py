@@ -46,6 +46,7 @@ from autogrow.events import (
 )
 from autogrow.policies import GrowthState, Phase, apply, base_state, due, fold, learning_rate
 from autogrow.replay import decode_record, live_events, state_of
+from autogrow.replay.retention import growth_snapshots
 from autogrow.storage import EventLog, SnapshotStore
 from autogrow.storage.layout import PROGRESS_PREFIX, section
 
@@ -448,7 +449,7 @@ FIXED_IN_FORK = ("family", "seed_arch", "width", "dataset")
 def fork_point(records, at: str) -> int:
     """The seq of the snapshot ``at`` names: ``growth:N`` (1-based) or a snapshot_written seq."""
     events = live_events(records)
-    growths = [seq for seq, ev in events if isinstance(ev, SnapshotWritten) and ev.label == "growth"]
+    growths = [seq for seq, _ in growth_snapshots(events)]
     # A snapshot inside an epoch holds weights the fork's state (epoch boundaries) cannot describe.
     snap_seqs = [seq for seq, ev in events if isinstance(ev, SnapshotWritten) and ev.step == 0]
     if at.startswith("growth:"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 # fdatasync flushes the data and the file size (all an append or a new file needs) without the
@@ -16,6 +17,21 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def write_with_test_pause(fd: int, data: bytes | memoryview, pause_env: str) -> None:
+    """``write_all``; when the environment variable ``pause_env`` holds seconds, write half,
+    fsync, sleep, then write the rest, so crash tests can SIGKILL a writer mid-write."""
+    pause = os.environ.get(pause_env)
+    if not pause:
+        write_all(fd, data)
+        return
+    view = memoryview(data)
+    half = len(view) // 2
+    write_all(fd, view[:half])
+    os.fsync(fd)
+    time.sleep(float(pause))
+    write_all(fd, view[half:])
 
 
 def fsync_dir(path: Path) -> None:

@@ -33,14 +33,13 @@ import hashlib
 import json
 import math
 import os
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from ._fs import fsync_dir, sync_data, write_all
+from ._fs import fsync_dir, sync_data, write_all, write_with_test_pause
 from .errors import InvalidPayload, LogClosed, LogCorrupted, LogLocked, LogMissing, StorageError
 
 LOG_NAME = "events.jsonl"
@@ -433,16 +432,8 @@ class EventLog:
     def _write(self, line: bytes) -> None:
         fd = self._fd
         assert fd is not None
-        pause = os.environ.get(PAUSE_ENV)
         try:
-            if pause:
-                half = len(line) // 2
-                write_all(fd, line[:half])
-                os.fsync(fd)
-                time.sleep(float(pause))
-                write_all(fd, line[half:])
-            else:
-                write_all(fd, line)
+            write_with_test_pause(fd, line, PAUSE_ENV)
             if self._fsync:
                 sync_data(fd)
         except BaseException as err:

@@ -27,7 +27,6 @@ import os
 import re
 import secrets
 import struct
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-from ._fs import fsync_dir, write_all
+from ._fs import fsync_dir, write_with_test_pause
 from .errors import InvalidDigest, SnapshotCorrupted, SnapshotMissing
 
 SNAPSHOT_DIR = "snapshots"
@@ -171,16 +170,7 @@ class SnapshotStore:
         tmp = self.dir / f"{TEMP_PREFIX}{digest[:16]}-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            pause = os.environ.get(PAUSE_ENV)
-            if pause:
-                half = len(data) // 2
-                write_all(fd, view[:half])
-                os.fsync(fd)
-                time.sleep(float(pause))
-                write_all(fd, view[half:])
-            else:
-                write_all(fd, view)
+            write_with_test_pause(fd, data, PAUSE_ENV)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
