@@ -1,6 +1,7 @@
 """The ``autogrow`` command: grow, train, resume, history, export and friends.
 
 Every failure a user can cause ends in one line on stderr (``autogrow: error: …``) and exit 2.
+A run stopped by a stop signal or its time budget exits 75 (resumable); a second Ctrl-C, 130.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,17 +22,22 @@ import tomli_w
 from autogrow.config import (
     DATASETS,
     DEVICES,
+    EXIT_RESUMABLE,
     FAMILY_STAGES,
     INITIALIZER_NAMES,
     PRECISIONS,
     PRESETS,
+    STOP_SIGNALS,
     VAL_SOURCES,
+    LaunchOptions,
     RunConfig,
     resolve_config,
+    resolve_launch,
 )
 from autogrow.policies.settings import METRICS, POLICIES
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 _HELP = {
     "family": "network family to grow",
@@ -65,7 +72,8 @@ _HELP = {
     "precision": "auto picks the fastest safe choice for the device",
     "channels_last": "use the channels_last memory format",
     "threads": "CPU threads (0 = torch's default); recorded, restored on resume",
-    "snapshot_keep": "latest epoch snapshots `prune` keeps",
+    "snapshot_keep": "latest snapshots kept; older ones (not growth points) are deleted as the "
+                     "run goes, each deletion logged",
     "snapshot_every_steps": "also snapshot inside an epoch (0 = epoch ends only)",
 }
 _CHOICES = {
@@ -93,6 +101,37 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ())
                                else field.name.upper(), help=f"{help_text} (default {field.default!r})")
 
 
+def _add_launch_flags(parser: argparse.ArgumentParser, *, relaunch: bool) -> None:
+    """How this launch behaves (never stored in the run; also keys of a --config file)."""
+    group = parser.add_argument_group(
+        "preemption and progress (this launch only; also keys of a --config file)")
+    if relaunch:
+        group.add_argument("--resume-if-exists", action=argparse.BooleanOptionalAction,
+                           default=None,
+                           help="if --run-dir holds a run with these very settings, continue it "
+                                "(or print its result if it finished); refuse if settings differ. "
+                                "Makes the same command safe to relaunch (job scripts, requeue, "
+                                "torchrun --max-restarts)")
+    group.add_argument("--stop-signals", metavar="SIGS",
+                       help="signals that suspend the run at the next step boundary with a "
+                            f"snapshot, exit {EXIT_RESUMABLE}; comma-separated from "
+                            f"{','.join(STOP_SIGNALS)}; '' = none (default TERM,INT,USR1)")
+    group.add_argument("--time-limit", metavar="DURATION",
+                       help="suspend the same way before this much wall time has passed, e.g. "
+                            "3h50m, 90m, 1:30:00 (also SLURM_JOB_END_TIME when set; default none)")
+    group.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=None,
+                       help="after a suspend, `scontrol requeue $SLURM_JOB_ID` (SLURM)")
+    group.add_argument("--log-every", type=float, metavar="SECONDS",
+                       help="seconds between progress lines when stderr is not a terminal "
+                            "(default 60; 0 = every step)")
+
+
+def _launch(args: argparse.Namespace) -> LaunchOptions:
+    names = ("resume_if_exists", "stop_signals", "time_limit", "requeue", "log_every")
+    flags = {k: getattr(args, k, None) for k in names}
+    return resolve_launch(getattr(args, "config_file", None), flags)
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = {f.name for f in attrs.fields(RunConfig)}
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -118,8 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run AutoGrow. Settings: preset < --config file < flags.")
     p.add_argument("--preset", choices=sorted(PRESETS), help="named settings to start from")
     p.add_argument("--config", dest="config_file", metavar="FILE.toml", help="TOML settings file")
-    p.add_argument("--run-dir", required=True, type=Path, help="new (empty) directory for the run")
+    p.add_argument("--run-dir", required=True, type=Path,
+                   help="new (empty) directory for the run (see --resume-if-exists)")
     _add_config_flags(p)
+    _add_launch_flags(p, relaunch=True)
     p.set_defaults(func=cmd_grow)
 
     p = sub.add_parser("train", help="train a fixed arch from scratch (the baseline, for Δ)",
@@ -131,10 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", required=True, help="the fixed arch, e.g. 3-3-3")
     p.add_argument("--epochs", type=int, help="training epochs (default: --finetune-epochs)")
     _add_config_flags(p, skip=("seed_arch", "max_arch"))
+    _add_launch_flags(p, relaunch=True)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("resume", help="continue a run from its latest snapshot")
     p.add_argument("run_dir", type=Path, metavar="RUN")
+    _add_launch_flags(p, relaunch=False)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("verify", help="check the hash chain, every snapshot and every decision",
@@ -154,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change a setting (config key), e.g. --set interval=2; repeatable")
     p.add_argument("--run-dir", dest="new_run_dir", required=True, type=Path,
                    help="new (empty) directory for the fork")
+    _add_launch_flags(p, relaunch=False)
     p.set_defaults(func=cmd_fork)
 
     p = sub.add_parser("plot", help="the paper's figure 2 for a run: accuracy and layers by epoch")
@@ -201,21 +245,63 @@ def _process_group(device: str) -> Iterator[Any]:
         shutdown(group)
 
 
-def _start(config: RunConfig, run_dir: Path) -> int:
-    """Run a new run in this process, or in every process torchrun started."""
-    from autogrow.engine.run import check_new_run_dir, start_run
-    check_new_run_dir(run_dir)
-    with _process_group(config.device) as group:
-        if group.is_main:
-            _print_config(config)
-        result = start_run(config, run_dir, group)
-        if group.is_main:
-            _summary(result)
+_STARTED = time.time()  # when this process started: the time budget counts from here
+
+
+def _drive(launch: LaunchOptions, device: str, body: Callable[[Any, Any], Any]) -> int:
+    """Run ``body(group, controls)`` in this process (or every process torchrun started) with
+    the stop signals installed; a suspension exits resumable (and requeues if asked)."""
+    from autogrow.engine.preemption import StopControl, Suspended, requeue
+    from autogrow.engine.run import Controls
+    stop = StopControl.for_launch(launch.stop_signals, launch.time_limit, _STARTED)
+    with stop, _process_group(device) as group:
+        try:
+            body(group, Controls(stop=stop, log_every=launch.log_every))
+        except Suspended as suspended:
+            if group.is_main:
+                print(f"autogrow: {suspended}; the run is saved — relaunch the same command "
+                      f"(with --resume-if-exists) or `autogrow resume RUN` to continue",
+                      file=sys.stderr)
+                if launch.requeue:
+                    done, message = requeue()
+                    print(f"autogrow: {message}", file=sys.stderr)
+            return EXIT_RESUMABLE
     return 0
 
 
+def _start(config: RunConfig, run_dir: Path, launch: LaunchOptions) -> int:
+    """Run a new run (or continue it, with --resume-if-exists) in this process or in every
+    process torchrun started."""
+    from autogrow.engine import run as engine
+    if not launch.resume_if_exists:
+        engine.check_new_run_dir(run_dir)
+
+    def body(group: Any, controls: Any) -> None:
+        action = "start"
+        if launch.resume_if_exists:
+            action = engine.relaunch_action(config, run_dir, group)
+        if action == "finished":
+            if group.is_main:
+                print(f"# {run_dir} has already finished with these settings; nothing to do")
+                _summary(engine.finished_result(run_dir))
+            return
+        if group.is_main:
+            if action == "resume":
+                print(f"# {run_dir} holds this run unfinished: resuming it")
+            _print_config(config)
+        if action == "resume":
+            result = engine.resume_run(run_dir, group, controls)
+        else:
+            result = engine.start_run(config, run_dir, group, controls)
+        if group.is_main:
+            _summary(result)
+
+    return _drive(launch, config.device, body)
+
+
 def cmd_grow(args: argparse.Namespace) -> int:
-    return _start(resolve_config(args.preset, args.config_file, _overrides(args)), args.run_dir)
+    config = resolve_config(args.preset, args.config_file, _overrides(args))
+    return _start(config, args.run_dir, _launch(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -223,16 +309,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides.update(seed_arch=args.arch, max_arch=args.arch)
     if args.epochs is not None:
         overrides["finetune_epochs"] = args.epochs
-    return _start(resolve_config(args.preset, args.config_file, overrides), args.run_dir)
+    config = resolve_config(args.preset, args.config_file, overrides)
+    return _start(config, args.run_dir, _launch(args))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from autogrow.engine.run import resume_run
-    with _process_group("auto") as group:
-        result = resume_run(args.run_dir, group)
+
+    def body(group: Any, controls: Any) -> None:
+        result = resume_run(args.run_dir, group, controls)
         if group.is_main:
             _summary(result)
-    return 0
+
+    return _drive(_launch(args), "auto", body)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -269,8 +358,11 @@ def cmd_fork(args: argparse.Namespace) -> int:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set interval=2")
         changes[key.strip()] = value.strip()
     from autogrow.engine.run import fork_run
-    _summary(fork_run(args.run_dir, args.at, changes, args.new_run_dir))
-    return 0
+
+    def body(group: Any, controls: Any) -> None:
+        _summary(fork_run(args.run_dir, args.at, changes, args.new_run_dir, controls))
+
+    return _drive(_launch(args), "auto", body)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -346,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autogrow: interrupted; `autogrow resume RUN` continues from the last snapshot",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ one-line error and leaves no run directory behind. Units are in the field commen
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -154,12 +155,7 @@ def coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"unknown setting {key!r}; valid settings: {', '.join(sorted(FIELD_NAMES))}")
     try:
         if kind == "bool":
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return lowered in ("true", "1", "yes")
-            return bool(value)
+            return coerce_bool(key, value)
         if kind == "int":
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
@@ -169,6 +165,16 @@ def coerce(key: str, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"setting {key} expects a {kind}, got {value!r}") from None
+
+
+def coerce_bool(key: str, value: Any) -> bool:
+    """``true/false/1/0/yes/no`` (any case) or a bool."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"setting {key} expects a bool, got {value!r}")
+        return lowered in ("true", "1", "yes")
+    return bool(value)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -202,6 +208,98 @@ PRESETS["paper-imagenet"] = dict(
 )
 
 
+# -- launch options -------------------------------------------------------------------------------
+# How one launch of a run behaves (signals, time budget, relaunch, progress lines). They are not
+# part of the run: they are never logged, may differ between launches, and resume takes them from
+# its own command line.
+
+STOP_SIGNALS = ("TERM", "INT", "USR1", "USR2", "HUP", "QUIT", "XCPU")
+# The exit code of a launch that suspended the run (os.EX_TEMPFAIL, "try again later"): relaunch.
+EXIT_RESUMABLE = 75
+_DURATION_RE = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+                          r"(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in ``3h50m``, ``90m``, ``1d2h``, ``45s``, ``HH:MM:SS``, ``MM:SS`` or a plain number."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        raw = str(text).strip().lower()
+        try:
+            if ":" in raw:
+                parts = [float(p) for p in raw.split(":")]
+                if len(parts) > 3:
+                    raise ValueError(raw)
+                seconds = sum(v * 60 ** i for i, v in enumerate(reversed(parts)))
+            else:
+                seconds = float(raw)
+        except ValueError:
+            match = _DURATION_RE.fullmatch(raw)
+            if not raw or match is None or not any(match.groups()):
+                raise ConfigError(f"time limit {text!r}: expected a duration like 3h50m, 90m, "
+                                  "45s, 1d2h or HH:MM:SS") from None
+            d, h, m, s = (float(g or 0) for g in match.groups())
+            seconds = ((d * 24 + h) * 60 + m) * 60 + s
+    if seconds < 0:
+        raise ConfigError(f"time limit {text!r} is negative")
+    return seconds
+
+
+def parse_signals(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``"TERM,USR1"`` (or ``SIGTERM``, any case) as ``("TERM", "USR1")``; ``""`` = none."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names: list[str] = []
+    for item in items:
+        name = str(item).strip().upper().removeprefix("SIG")
+        if not name:
+            continue
+        if name not in STOP_SIGNALS:
+            raise ConfigError(f"stop signal {item!r} is not one of {', '.join(STOP_SIGNALS)}")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+@attrs.frozen(kw_only=True)
+class LaunchOptions:
+    """How this launch behaves; TOML keys and flags of the same names (``-`` for ``_``)."""
+
+    resume_if_exists: bool = False   # the same command relaunched continues the run
+    stop_signals: tuple[str, ...] = attrs.field(default=("TERM", "INT", "USR1"),
+                                                converter=parse_signals)
+    time_limit: float = attrs.field(default=0.0, converter=parse_duration)  # seconds, 0 = none
+    requeue: bool = False            # `scontrol requeue $SLURM_JOB_ID` after a suspend
+    log_every: float = 60.0          # seconds between progress lines when stderr is not a terminal
+
+    def __attrs_post_init__(self) -> None:
+        if self.log_every < 0:
+            raise ConfigError(f"log_every must be >= 0 seconds, got {self.log_every}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> LaunchOptions:
+        values = dict(data)
+        for key in ("resume_if_exists", "requeue"):
+            if key in values and isinstance(values[key], str):
+                values[key] = coerce_bool(key, values[key])
+        if "log_every" in values:
+            try:
+                values["log_every"] = float(values["log_every"])
+            except (TypeError, ValueError):
+                raise ConfigError(f"log_every expects seconds, got {values['log_every']!r}") from None
+        return cls(**values)
+
+
+LAUNCH_KEYS = frozenset(f.name for f in attrs.fields(LaunchOptions))
+
+
+def split_launch(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A TOML file's settings as (run settings, launch options)."""
+    run = {k: v for k, v in data.items() if k not in LAUNCH_KEYS}
+    launch = {k: v for k, v in data.items() if k in LAUNCH_KEYS}
+    return run, launch
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """The settings in a TOML file (top level, or under a ``[run]`` table)."""
     p = Path(path)
@@ -225,7 +323,18 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
             raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(sorted(PRESETS))}")
         merged.update(PRESETS[preset])
     if config_file is not None:
-        merged.update(load_toml(config_file))
+        merged.update(split_launch(load_toml(config_file))[0])
     if overrides:
         merged.update({k: v for k, v in overrides.items() if v is not None})
     return RunConfig.from_mapping(merged).resolved()
+
+
+def resolve_launch(config_file: str | Path | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> LaunchOptions:
+    """Launch options: defaults < the config file's launch keys < flags."""
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged.update(split_launch(load_toml(config_file))[1])
+    if overrides:
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+    return LaunchOptions.from_mapping(merged)

@@ -193,6 +193,32 @@ class RunResumed(Event):
 
 
 @attrs.frozen
+class RunSuspended(Event):
+    """The run stopped on request (a stop signal or its time budget) at a step boundary, after a
+    durable snapshot of that point; the same command, or ``resume``, continues it.
+
+    ``signal`` is the signal's name (``TERM``, ``USR1``, ...) or ``time`` for the time budget;
+    ``step`` > 0 is a position inside epoch ``epoch + 1``.
+    """
+
+    TYPE: ClassVar[str] = "run_suspended"
+
+    signal: str
+    epoch: int
+    step: int
+
+
+@attrs.frozen
+class SnapshotsPruned(Event):
+    """These snapshot files are deleted on purpose (retention); appended before the deletion, so
+    every missing snapshot file of a run is explained by an event or is a loss ``verify`` reports."""
+
+    TYPE: ClassVar[str] = "snapshots_pruned"
+
+    digests: tuple[str, ...] = _frozen_field()
+
+
+@attrs.frozen
 class RunFinished(Event):
     """The run is done: the found net, its accuracies and a digest of its weights."""
 

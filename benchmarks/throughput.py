@@ -72,7 +72,7 @@ def time_steps(trainer: Trainer, x, y, steps: int, warmup: int) -> tuple[list[fl
             t = now
         span.append(time.process_time())
 
-    trainer.train_epoch(batches(), desc="bench")
+    trainer.train_epoch(batches())
     return times, span[1] - span[0]
 
 

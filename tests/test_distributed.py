@@ -10,10 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from autogrow.replay import live_events, state_of
 from autogrow.replay.verify import verify_run
 from autogrow.storage import EventLog
 from tests.conftest import REPO, autogrow_cli
+from tests.test_crash import MARKER, STEPS
+from tests.test_engine import comparable
 
 
 def _torchrun(nproc: int, *args: str, env_extra: dict[str, str] | None = None,
@@ -58,12 +62,35 @@ def _events(run_dir: Path):
         return [ev for _, ev in live_events(log.records)]
 
 
-def test_two_processes_grow_with_identical_weights_on_every_rank(smoke_run, tmp_path):
-    run_dir, digests = tmp_path / "ddp", tmp_path / "digests"
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A finished two-process smoke run and each rank's weight digests after every growth."""
+    base = tmp_path_factory.mktemp("ddp")
+    run_dir, digests = base / "run", base / "digests"
     proc = _torchrun(2, "grow", "--preset", "smoke", "--run-dir", str(run_dir),
                      env_extra={"AUTOGROW_RANK_DIGESTS": str(digests)})
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
+    return run_dir, digests
+
+
+def _final_digest(run_dir: Path) -> str:
+    return [e for e in _events(run_dir) if e.TYPE == "run_finished"][-1].weights_digest
+
+
+def _wait_for_markers(proc: subprocess.Popen, count: int) -> str:
+    """torchrun's merged output up to ``count`` test-hook markers (one per rank)."""
+    seen, lines = 0, []
+    for line in proc.stdout:
+        lines.append(line)
+        seen += line.count(MARKER.decode())  # ranks share the stream: anywhere in a line
+        if seen >= count:
+            return "".join(lines)
+    raise AssertionError("the run ended before every rank reached the pause:\n" + "".join(lines))
+
+
+def test_two_processes_grow_with_identical_weights_on_every_rank(ddp_run, smoke_run):
+    run_dir, digests = ddp_run
     events = _events(run_dir)
     growths = [e for e in events if e.TYPE == "block_added"]
     assert len(growths) >= 2
@@ -79,23 +106,54 @@ def test_two_processes_grow_with_identical_weights_on_every_rank(smoke_run, tmp_
 
 def test_kill_the_whole_group_then_resume_with_one_process(tmp_path):
     run_dir = tmp_path / "ddp-killed"
-    proc = _torchrun(2, "grow", "--preset", "smoke", "--run-dir", str(run_dir))
+    # both ranks held after 3 epochs (2 growths done), then the whole group SIGKILLed
+    proc = _torchrun(2, "grow", "--preset", "smoke", "--run-dir", str(run_dir),
+                     env_extra={"AUTOGROW_TEST_PAUSE_AT_STEP": str(3 * STEPS + 1)})
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the run did not grow twice in time"
-            log = run_dir / "events.jsonl"
-            if log.exists() and log.read_bytes().count(b'"type":"block_added"') >= 2:
-                break
-            time.sleep(0.05)
+        _wait_for_markers(proc, 2)
     finally:
         _kill_everything(proc)
-    deadline = time.monotonic() + 30
-    while any(p for p in _descendants(os.getpid()) if p != proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)  # the kernel reaps the killed workers
+    assert (run_dir / "events.jsonl").read_bytes().count(b'"type":"block_added"') >= 2
+    _wait_for_no_workers(proc)
     autogrow_cli("resume", str(run_dir), check=True)
     events = _events(run_dir)
     assert events[-1].TYPE == "run_finished"
     assert any(e.TYPE == "run_resumed" for e in events)
     assert verify_run(run_dir).ok
+
+
+def test_sigterm_to_torchrun_suspends_both_ranks_at_one_step_and_relaunch_finishes(ddp_run, tmp_path):
+    run_dir = tmp_path / "ddp-preempted"
+    command = ["grow", "--preset", "smoke", "--run-dir", str(run_dir), "--resume-if-exists"]
+    proc = _torchrun(2, *command, env_extra={"AUTOGROW_TEST_PAUSE_AT_STEP": str(STEPS + 6)})
+    try:
+        _wait_for_markers(proc, 2)
+        proc.send_signal(signal.SIGTERM)  # to the agent only, as a scheduler does; it forwards
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        _kill_everything(proc)
+    assert proc.returncode != 0
+    records = EventLog.open(run_dir, readonly=True).records
+    suspended = [r for r in records if r.type == "run_suspended"]
+    assert [r.payload for r in suspended] == [{"signal": "TERM", "epoch": 1, "step": 6}], out
+    assert sum(r.type == "snapshot_written" and r.payload["label"] == "suspend" for r in records) == 1
+    # each rank reports where it stopped: the same step on both
+    stops = [ln for ln in out.splitlines() if "run suspended" in ln]
+    assert len(stops) == 2 and all("step=6" in ln and "epoch=1" in ln for ln in stops), out
+    _wait_for_no_workers(proc)
+
+    again = _torchrun(2, *command)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    assert _final_digest(run_dir) == _final_digest(ddp_run[0])
+    assert comparable(run_dir) == comparable(ddp_run[0])
+    assert verify_run(run_dir).ok
+
+
+def _wait_for_no_workers(proc: subprocess.Popen) -> None:
+    """Until the kernel has reaped the workers of a torchrun that is gone (they hold the lock)."""
+    for _ in range(6000):  # a safety net of minutes: reaping takes milliseconds
+        if not any(p for p in _descendants(os.getpid()) if p != proc.pid):
+            return
+        time.sleep(0.05)
+    raise AssertionError("torchrun's killed workers were never reaped")

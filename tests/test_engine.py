@@ -19,11 +19,18 @@ from tests.conftest import REPO, autogrow_cli
 VOLATILE = {"seconds", "run_id"}  # wall-clock durations and the random run id differ run to run
 
 
+def _bookkeeping(ev) -> bool:
+    """Events that record how a run was driven, not what it computed: resume markers, prunes
+    and the snapshot a suspension wrote (an uninterrupted run has none of them)."""
+    return (ev.TYPE in ("run_resumed", "snapshots_pruned")
+            or (ev.TYPE == "snapshot_written" and ev.label == "suspend"))
+
+
 def comparable(run_dir) -> list[tuple]:
-    """The run's live events without timestamps, durations, run ids and resume markers."""
+    """The run's live events without timestamps, durations, run ids and bookkeeping."""
     with EventLog.open(run_dir, readonly=True) as log:
         return [(ev.TYPE, {k: v for k, v in autogrow.events.encode(ev)[2].items() if k not in VOLATILE})
-                for _, ev in live_events(log.records) if ev.TYPE != "run_resumed"]
+                for _, ev in live_events(log.records) if not _bookkeeping(ev)]
 
 
 def test_smoke_run_grows_stops_finishes_and_verifies(smoke_run):
@@ -38,11 +45,15 @@ def test_smoke_run_grows_stops_finishes_and_verifies(smoke_run):
     assert isinstance(finished, RunFinished) and finished.arch == state.result.arch
     assert 0.0 < finished.test_acc <= 100.0 and finished.params > 0 and finished.flops > 0
     assert (smoke_run / "config.toml").is_file()
-    # every referenced snapshot exists and verifies
+    # every referenced snapshot exists and verifies, or the run's retention pruned it (logged)
     store = SnapshotStore(smoke_run)
+    pruned = {d for _, ev in live_events(records) if ev.TYPE == "snapshots_pruned" for d in ev.digests}
+    kept = 0
     for _, ev in live_events(records):
-        if ev.TYPE == "snapshot_written":
+        if ev.TYPE == "snapshot_written" and ev.digest not in pruned:
             store.get(ev.digest)
+            kept += 1
+    assert pruned and kept == len(store.digests())
 
 
 def test_same_config_and_seed_give_the_same_run(smoke_run, tmp_path):

@@ -27,6 +27,8 @@ def _examples() -> list[ev.Event]:
         ev.FinetuneStarted(arch="2-2-2", epochs=4),
         ev.SnapshotWritten(digest="b" * 64, epoch=3, step=0),
         ev.RunResumed(from_seq=7, snapshot="b" * 64),
+        ev.RunSuspended(signal="TERM", epoch=4, step=17),
+        ev.SnapshotsPruned(digests=("d" * 64, "e" * 64)),
         ev.RunFinished(arch="2-2-2", val_acc=90.0, test_acc=89.5, params=10, flops=20,
                        weights_digest="c" * 64),
         ev.RunFailed(reason="out of memory"),

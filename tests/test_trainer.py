@@ -17,7 +17,7 @@ def _trainer(precision: str = "fp32", arch: str = "1-1-1") -> Trainer:
 def _step(trainer: Trainer) -> None:
     x, y = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(1)), torch.arange(8)
     trainer.set_lr(0.1)
-    trainer.train_epoch([(x, y)], total=1)
+    trainer.train_epoch([(x, y)])
 
 
 def test_growth_keeps_momentum_of_existing_parameters_by_name():

@@ -24,6 +24,9 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")  # where collectives' tensors live
+    # A gloo group for small host-side agreements (stop requests) that must not wait on the GPU;
+    # None = the default group (gloo already, on CPU).
+    control: Any = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def enabled(self) -> bool:
@@ -52,7 +55,9 @@ def init_from_env(device: str) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     comm_device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
-    return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), device=comm_device)
+    control = dist.new_group(backend="gloo") if use_cuda else None
+    return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), device=comm_device,
+                control=control)
 
 
 def shutdown(group: Dist) -> None:
@@ -79,6 +84,15 @@ def all_reduce_sum(group: Dist, *tensors: torch.Tensor) -> None:
     if group.enabled:
         for t in tensors:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+def all_reduce_max(group: Dist, value: int) -> int:
+    """The largest ``value`` over all ranks, agreed on the host (gloo): no wait on the GPU."""
+    if not group.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group.control)
+    return int(t.item())
 
 
 def gather_strings(group: Dist, text: str) -> list[str]:

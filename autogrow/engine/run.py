@@ -30,6 +30,8 @@ from autogrow.config import RunConfig, coerce
 from autogrow.engine.data import DataSplits, eval_batches, load_dataset, steps_per_epoch, train_batches
 from autogrow.engine.device import Execution, make_deterministic, resolve_execution
 from autogrow.engine.distributed import SINGLE, Dist, barrier, broadcast_json, gather_strings
+from autogrow.engine.preemption import StopControl, Suspended
+from autogrow.engine.progress import EpochProgress
 from autogrow.engine.trainer import Trainer
 from autogrow.events import (
     BlockAdded,
@@ -40,14 +42,15 @@ from autogrow.events import (
     RunFinished,
     RunResumed,
     RunStarted,
+    RunSuspended,
     SnapshotWritten,
     decode,
     encode,
 )
 from autogrow.policies import GrowthState, Phase, apply, base_state, due, fold, learning_rate
 from autogrow.replay import decode_record, live_events, state_of
-from autogrow.replay.retention import growth_snapshots
-from autogrow.storage import EventLog, SnapshotStore
+from autogrow.replay.retention import growth_snapshots, prune_snapshots
+from autogrow.storage import EventLog, LogMissing, SnapshotStore, StorageError
 from autogrow.storage.layout import PROGRESS_PREFIX, section
 
 log = structlog.get_logger("autogrow")
@@ -57,6 +60,15 @@ CONFIG_NAME = "config.toml"
 
 class RunError(RuntimeError):
     """The run cannot start or continue; the message says why and what to do."""
+
+
+@attrs.frozen
+class Controls:
+    """How this process drives a run, not part of the run: when to stop (signals, time budget)
+    and how often to print progress when stderr is not a terminal."""
+
+    stop: StopControl = attrs.field(factory=StopControl)
+    log_every: float = 60.0
 
 
 @attrs.frozen
@@ -85,10 +97,29 @@ def software_versions(execution: Execution, group: Dist = SINGLE) -> dict[str, A
 
 
 def check_new_run_dir(run_dir: Path) -> None:
-    """A new run needs an empty or missing directory: never write into someone else's files."""
+    """A new run needs an empty or missing directory, or one a launch left before its first
+    event (killed while creating it): never write into someone else's files."""
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if _unstarted(run_dir):
+            return
         raise RunError(f"run directory {run_dir} is not empty; pick a new --run-dir "
-                       "(or `autogrow resume` it if it is a run)")
+                       "(or `autogrow resume` it if it is a run, or relaunch with "
+                       "--resume-if-exists)")
+
+
+def _unstarted(run_dir: Path) -> bool:
+    """A run directory whose log holds no complete record and that has nothing else of value:
+    what a launch killed between creating the log and appending ``run_started`` leaves."""
+    allowed = {"events.jsonl", ".lock", CONFIG_NAME}
+    names = {p.name for p in run_dir.iterdir()}
+    if "events.jsonl" not in names or not names <= allowed | {
+            n for n in names if n.startswith("events.jsonl.torn-")}:
+        return False
+    try:
+        with EventLog.open(run_dir, readonly=True) as event_log:
+            return len(event_log) == 0
+    except StorageError:
+        return False
 
 
 def load_data(config: RunConfig, execution: Execution) -> DataSplits:
@@ -113,8 +144,11 @@ class Run:
 
     def __init__(self, run_dir: Path, event_log: EventLog | None, config: RunConfig,
                  execution: Execution, data: DataSplits, trainer: Trainer, state: GrowthState,
-                 parent_snapshot: str | None = None) -> None:
+                 parent_snapshot: str | None = None, controls: Controls | None = None) -> None:
         self.run_dir = run_dir
+        self.controls = controls or Controls()
+        self.stop = self.controls.stop
+        self.steps_run = 0  # training steps done by this process (the test pause hook counts them)
         self.group = trainer.group
         self.parent_snapshot = parent_snapshot
         self.resume_progress: tuple[int, dict] | None = None  # (step, sums) of a cut epoch
@@ -160,9 +194,13 @@ class Run:
                     "net": json.dumps(net.config, sort_keys=True)}
             tensors = self.trainer.state_tensors()
             tensors.update(progress or {})
+            started = time.perf_counter()
             digest = self.store.put(tensors, meta)
+            self.stop.note_snapshot(time.perf_counter() - started)
             event = SnapshotWritten(digest=digest, epoch=st.epoch, step=step, label=label)
         self.append(event)
+        if self.group.is_main:  # bounded disk: drop what neither resume nor fork needs
+            prune_snapshots(self.log, self.store, self.config.snapshot_keep)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -170,6 +208,8 @@ class Run:
         """Run to the end; an error is recorded as ``run_failed`` (a resume supersedes it)."""
         try:
             return self._loop()
+        except Suspended:
+            raise
         except Exception as err:
             if self.group.is_main and self.log is not None and not self.log.closed:
                 with contextlib.suppress(Exception):  # never hide the original error
@@ -194,6 +234,10 @@ class Run:
                     self.snapshot("growth")
                 continue
             phase = self.state.phase
+            if phase in (Phase.GROWING, Phase.FINETUNING, Phase.EVALUATING):
+                reason = self.stop.poll(self.group)  # a stop between epochs: nothing to save
+                if reason is not None:
+                    self._suspend(reason, self.resume_progress[0] if self.resume_progress else 0)
             if phase in (Phase.GROWING, Phase.FINETUNING):
                 self._train_epoch()
             elif phase is Phase.EVALUATING:
@@ -214,16 +258,28 @@ class Run:
         self.resume_progress = None
         self.trainer.set_lr(lr)
         started = time.perf_counter()
-        train = self.trainer.train_epoch(
-            train_batches(self.data.train, seed=cfg.seed, epoch=epoch, batch_size=cfg.batch_size,
-                          start_step=start_step, channels_last=ex.channels_last,
-                          rank=self.group.rank, world_size=self.group.world_size,
-                          drop_last=self._drop_last()),
-            total=steps_per_epoch(len(self.data.train), cfg.batch_size, self._drop_last()),
-            desc=f"epoch {epoch} ({phase}, {format_arch(st.arch)})",
-            start_step=start_step, progress=progress, every=cfg.snapshot_every_steps,
-            checkpoint=lambda step, sums: self.snapshot("step", step, sums),
-        )
+        total = steps_per_epoch(len(self.data.train), cfg.batch_size, self._drop_last())
+        bar = EpochProgress(f"epoch {epoch} ({phase}, {format_arch(st.arch)})", total=total,
+                            initial=start_step, images_per_step=cfg.batch_size,
+                            log_every=self.controls.log_every, enabled=self.group.is_main)
+        last_boundary = [time.perf_counter()]
+
+        def after_step(step: int, sums) -> None:
+            now = time.perf_counter()
+            self.stop.note_step(now - last_boundary[0])
+            last_boundary[0] = now
+            bar.update(step)
+            self._step_boundary(step, total, sums)
+
+        try:
+            train = self.trainer.train_epoch(
+                train_batches(self.data.train, seed=cfg.seed, epoch=epoch,
+                              batch_size=cfg.batch_size, start_step=start_step,
+                              channels_last=ex.channels_last, rank=self.group.rank,
+                              world_size=self.group.world_size, drop_last=self._drop_last()),
+                start_step=start_step, progress=progress, after_step=after_step)
+        finally:
+            bar.close()
         val = self.trainer.evaluate(self._eval(self.data.val))
         seconds = time.perf_counter() - started
         self.append(EpochCompleted(
@@ -232,6 +288,31 @@ class Run:
         log.info("epoch", epoch=epoch, phase=phase, arch=format_arch(st.arch), lr=lr,
                  train_acc=round(train.acc, 2), val_acc=round(val.acc, 2), seconds=round(seconds, 1))
         self.snapshot("epoch")
+
+    def _step_boundary(self, step: int, total: int, sums) -> None:
+        """After each training step: a stop request (agreed by all ranks) suspends the run here;
+        otherwise a step snapshot every ``snapshot_every_steps``."""
+        self.steps_run += 1
+        self.stop.test_pause(self.steps_run)
+        reason = self.stop.poll(self.group)
+        if reason is not None:
+            self._suspend(reason, step, sums)
+        every = self.config.snapshot_every_steps
+        if every > 0 and step % every == 0 and step != total:
+            self.snapshot("step", step, sums())
+
+    def _suspend(self, reason: str, step: int, sums=None) -> None:
+        """Make this point durable (a snapshot unless the latest one is it), log
+        ``run_suspended`` and unwind with :class:`Suspended`."""
+        st = self.state
+        last = st.last_snapshot
+        if sums is not None and not (last and last.epoch == st.epoch and last.step == step):
+            self.snapshot("suspend", step, sums())
+        event = RunSuspended(signal=reason, epoch=st.epoch, step=step) if self.group.is_main else None
+        self.append(event)
+        log.warning("run suspended", reason=reason, epoch=st.epoch, step=step,
+                    run_dir=str(self.run_dir))
+        raise Suspended(reason, st.epoch, step)
 
     def _drop_last(self) -> bool:
         """With several processes, a last global batch too small to give every rank a sample is
@@ -324,7 +405,8 @@ def _trainer_for(config: RunConfig, execution: Execution, data: DataSplits, arch
         seed=config.seed, momentum=config.momentum, weight_decay=config.weight_decay, group=group)
 
 
-def start_run(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE) -> RunResult:
+def start_run(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE,
+              controls: Controls | None = None) -> RunResult:
     """Start a new run in an empty ``run_dir`` and run it to the end (on every rank of ``group``)."""
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir)
@@ -337,7 +419,8 @@ def start_run(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE) -> R
             (run_dir / CONFIG_NAME).write_text(tomli_w.dumps({"run": stored}))
             event = RunStarted(run_id=uuid.uuid4().hex, config=stored, seed=config.seed,
                                versions=software_versions(execution, group))
-        run = Run(run_dir, event_log, config, execution, data, trainer, GrowthState())
+        run = Run(run_dir, event_log, config, execution, data, trainer, GrowthState(),
+                  controls=controls)
         run.append(event)
         log.info("run started", run_dir=str(run_dir), data=data.describe()["sizes"],
                  **execution.describe(), processes=group.world_size)
@@ -371,7 +454,8 @@ def _prepare(config: RunConfig, group: Dist = SINGLE, *, arch: str | None = None
     return execution, data, trainer
 
 
-def resume_run(run_dir: str | Path, group: Dist = SINGLE) -> RunResult:
+def resume_run(run_dir: str | Path, group: Dist = SINGLE,
+               controls: Controls | None = None) -> RunResult:
     """Continue a run from its latest durable snapshot; the result is as if never interrupted.
 
     With several processes rank 0 reads the log and sends every rank the live events up to the
@@ -392,7 +476,7 @@ def resume_run(run_dir: str | Path, group: Dist = SINGLE) -> RunResult:
         execution, data, trainer = _prepare(config, group, arch=format_arch(state.arch),
                                             tensors=tensors)
         run = Run(run_dir, event_log, config, execution, data, trainer, state,
-                  parent_snapshot=plan["parent_snapshot"])
+                  parent_snapshot=plan["parent_snapshot"], controls=controls)
         if step > 0:
             progress = {PROGRESS_PREFIX + k: v for k, v in section(tensors, PROGRESS_PREFIX).items()}
             if not group.is_main:  # rank 0 carries the global sums; the others add to them
@@ -419,7 +503,7 @@ def _resume_plan(run_dir: Path, event_log: EventLog) -> dict[str, Any]:
     started = decode_record(records[0])
     if not isinstance(started, RunStarted):
         return {"error": f"{run_dir}: the log does not begin with run_started"}
-    snapshot_seq = _latest_snapshot_seq(records)
+    snapshot_seq = _latest_snapshot_seq(records, SnapshotStore(run_dir))
     digest, step = started.parent_snapshot, 0
     if snapshot_seq is None:
         # Killed before the first snapshot: start over from the run's own first event (a fork
@@ -435,10 +519,20 @@ def _resume_plan(run_dir: Path, event_log: EventLog) -> dict[str, Any]:
             "digest": digest, "step": step, "parent_snapshot": started.parent_snapshot}
 
 
-def _latest_snapshot_seq(records) -> int | None:
+def _latest_snapshot_seq(records, store: SnapshotStore) -> int | None:
+    """The seq of the latest live snapshot whose file is on disk.
+
+    The latest one always is after a crash (a snapshot is deleted only after a later one is
+    durably logged), but a log that lost more than its torn last record may name snapshots its
+    lost records had pruned: the resume then goes back to the latest one that exists (the
+    result is the same, only more is redone) and says so.
+    """
     for seq, ev in reversed(live_events(records)):
         if isinstance(ev, SnapshotWritten):
-            return seq
+            if store.exists(ev.digest):
+                return seq
+            log.warning("snapshot named by the log is missing; resuming from an earlier one",
+                        seq=seq, digest=ev.digest[:12], hint="`autogrow verify` reports it")
     return None
 
 
@@ -477,7 +571,7 @@ def fork_point(records, at: str) -> int:
 
 
 def fork_run(parent_dir: str | Path, at: str, changes: dict[str, Any],
-             run_dir: str | Path) -> RunResult:
+             run_dir: str | Path, controls: Controls | None = None) -> RunResult:
     """A new run starting from the parent's snapshot at ``at`` with ``changes`` to its config."""
     parent_dir, run_dir = Path(parent_dir), Path(run_dir)
     check_new_run_dir(run_dir)
@@ -507,7 +601,7 @@ def fork_run(parent_dir: str | Path, at: str, changes: dict[str, Any],
         # never depends on the parent's files, even if killed before its first snapshot.
         SnapshotStore(run_dir).put(snap.tensors, snap.metadata)
         run = Run(run_dir, event_log, config, execution, data, trainer, GrowthState(),
-                  parent_snapshot=digest)
+                  parent_snapshot=digest, controls=controls)
         run.append(RunStarted(run_id=uuid.uuid4().hex, config=stored, seed=config.seed,
                               versions=software_versions(execution),
                               parent_run_id=parent_state.run_id, parent_seq=seq,
@@ -515,6 +609,58 @@ def fork_run(parent_dir: str | Path, at: str, changes: dict[str, Any],
         log.info("run forked", parent=str(parent_dir), at=seq, run_dir=str(run_dir),
                  arch=format_arch(parent_state.arch), changes=changes)
         return run.loop()
+
+
+def relaunch_action(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE) -> str:
+    """What ``--resume-if-exists`` does with ``run_dir`` (decided by rank 0, told to every rank):
+    ``"start"`` a new run, ``"resume"`` the run there (it was started with this very config),
+    or report it as ``"finished"``. A run with other settings raises :class:`RunError` naming
+    them, and nothing is touched. This makes the same command safe to relaunch (job scripts,
+    ``torchrun --max-restarts``, a requeue)."""
+    run_dir = Path(run_dir)
+    plan = broadcast_json(group, _relaunch_plan(run_dir, config) if group.is_main else None)
+    if "error" in plan:
+        raise RunError(plan["error"])
+    return plan["action"]
+
+
+def finished_result(run_dir: str | Path) -> RunResult:
+    """The result of a finished run, read from its log."""
+    with EventLog.open(run_dir, readonly=True) as event_log:
+        return result_of(Path(run_dir), state_of(event_log.records))
+
+
+def _relaunch_plan(run_dir: Path, config: RunConfig) -> dict[str, str]:
+    """What ``--resume-if-exists`` does with ``run_dir``: start, resume, report, or refuse."""
+    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+        return {"action": "start"}
+    if run_dir.is_dir() and _unstarted(run_dir):
+        return {"action": "start"}
+    try:
+        with EventLog.open(run_dir, readonly=True) as event_log:
+            records = event_log.records
+        first = decode_record(records[0])
+        if not isinstance(first, RunStarted):
+            return {"error": f"{run_dir}: the log does not begin with run_started"}
+        stored = RunConfig.from_mapping(dict(first.config)).to_dict()
+        state = state_of(records)
+    except LogMissing:
+        return {"error": f"run directory {run_dir} is not empty and holds no run; "
+                         "pick a new --run-dir"}
+    except Exception as err:  # noqa: BLE001 - every rank must hear about it, not only rank 0
+        return {"error": f"{run_dir}: {err}".splitlines()[0]}
+    wanted = config.to_dict()
+    if config.threads == 0:  # "torch's default" was resolved to a number when the run started
+        wanted["threads"] = stored["threads"]
+    differ = [k for k in wanted if wanted[k] != stored.get(k)]
+    if differ:
+        changes = ", ".join(f"{k} (run: {stored.get(k)!r}, now: {wanted[k]!r})" for k in differ)
+        return {"error": f"{run_dir} holds a run started with other settings: {changes}; "
+                         "nothing was changed — relaunch with the run's settings, "
+                         f"`autogrow fork` it, or pick a new --run-dir"}
+    if state.phase is Phase.FINISHED:
+        return {"action": "finished"}
+    return {"action": "resume"}
 
 
 def grow(config: RunConfig, run_dir: str | Path | None = None) -> RunResult:

@@ -11,7 +11,6 @@ import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from autogrow.blocks import GrowableNet, adam_init, build_net
 from autogrow.engine.device import Execution
@@ -130,16 +129,16 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def train_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], *, total: int | None = None,
-                    desc: str = "train", start_step: int = 0,
-                    progress: dict[str, Tensor] | None = None, every: int = 0,
-                    checkpoint: Callable[[int, dict[str, Tensor]], None] | None = None,
+    def train_epoch(self, batches: Iterable[tuple[Tensor, Tensor]], *, start_step: int = 0,
+                    progress: dict[str, Tensor] | None = None,
+                    after_step: Callable[[int, Callable[[], dict[str, Tensor]]], None] | None = None,
                     ) -> EpochStats:
         """One pass of SGD. Loss and correct counts stay on the device: one host sync per epoch.
 
         ``batches`` start at ``start_step``; ``progress`` restores the running sums of a resumed
-        epoch. With ``every`` > 0, ``checkpoint(step, progress)`` is called every that many steps so
-        the caller can snapshot inside the epoch.
+        epoch. ``after_step(step, sums)`` runs at every step boundary (the run loop's snapshots,
+        stop requests and progress lines); ``sums()`` gives the epoch's running sums over all
+        ranks, for a snapshot inside the epoch (a collective: all ranks call it or none).
         """
         net = self.model
         net.train()
@@ -148,10 +147,8 @@ class Trainer:
         loss_sum = sums.get(PROGRESS_LOSS, torch.zeros((), dtype=torch.float64)).to(dev).clone()
         correct = sums.get(PROGRESS_CORRECT, torch.zeros((), dtype=torch.int64)).to(dev).clone()
         seen = int(sums[PROGRESS_SEEN]) if PROGRESS_SEEN in sums else 0
-        bar = tqdm(batches, total=total, initial=start_step, desc=desc, leave=False, unit="batch",
-                   dynamic_ncols=True, disable=None if self.group.is_main else True)
         step = start_step
-        for x, y in bar:
+        for x, y in batches:
             with self.execution.autocast():
                 logits = net(x)
                 loss = F.cross_entropy(logits, y)
@@ -168,9 +165,8 @@ class Trainer:
             correct += (logits.detach().argmax(1) == y).sum()
             seen += n
             step += 1
-            if checkpoint is not None and every > 0 and step % every == 0 and step != total:
-                checkpoint(step, self._global_sums(loss_sum, correct, seen))
-        bar.close()
+            if after_step is not None:
+                after_step(step, lambda: self._global_sums(loss_sum, correct, seen))
         return self._stats(loss_sum, correct, seen)
 
     def _global_sums(self, loss_sum: Tensor, correct: Tensor, seen: int) -> dict[str, Tensor]:

@@ -28,6 +28,8 @@ from autogrow.events import (
     RunFinished,
     RunResumed,
     RunStarted,
+    RunSuspended,
+    SnapshotsPruned,
     SnapshotWritten,
     StageStopped,
 )
@@ -279,8 +281,10 @@ def _apply_snapshot(state: GrowthState, ev: SnapshotWritten) -> GrowthState:
     return attrs.evolve(state, last_snapshot=ev)
 
 
-def _apply_resumed(state: GrowthState, ev: RunResumed) -> GrowthState:
-    return state  # the fold (replay) drops the superseded events; the marker itself changes nothing
+def _apply_bookkeeping(state: GrowthState, ev: Event) -> GrowthState:
+    """Resume and suspend markers and prunes change no growth state (the fold drops events a
+    resume superseded before they get here)."""
+    return state
 
 
 def _apply_finished(state: GrowthState, ev: RunFinished) -> GrowthState:
@@ -300,7 +304,9 @@ _APPLY = {
     GrowthFinished: _apply_growth_finished,
     FinetuneStarted: _apply_finetune_started,
     SnapshotWritten: _apply_snapshot,
-    RunResumed: _apply_resumed,
+    RunResumed: _apply_bookkeeping,
+    RunSuspended: _apply_bookkeeping,
+    SnapshotsPruned: _apply_bookkeeping,
     RunFinished: _apply_finished,
     RunFailed: _apply_failed,
 }

@@ -16,9 +16,10 @@ from autogrow.events import (
     RunFinished,
     RunResumed,
     RunStarted,
+    RunSuspended,
     StageStopped,
 )
-from autogrow.replay.fold import live_events
+from autogrow.replay.fold import decode_record, live_events
 from autogrow.storage import EventLog
 
 
@@ -32,9 +33,13 @@ class Row:
 
 
 def history_rows(run_dir: Path) -> list[Row]:
-    """One row per meaningful live event (snapshot bookkeeping is left out)."""
+    """One row per meaningful live event (snapshot bookkeeping is left out), and every
+    suspension, also those a later resume superseded: they are the run's preemptions."""
     with EventLog.open(run_dir, readonly=True) as event_log:
-        events = live_events(event_log.records)
+        records = event_log.records
+    live = dict(live_events(records))
+    events = [(r.seq, live[r.seq] if r.seq in live else decode_record(r)) for r in records
+              if r.seq in live or r.type == RunSuspended.TYPE]
     rows: list[Row] = []
     arch = ""
     for seq, ev in events:
@@ -68,6 +73,10 @@ def history_rows(run_dir: Path) -> list[Row]:
             rows.append(Row(seq, "finetune", "", ev.arch, f"{ev.epochs} epochs"))
         elif isinstance(ev, RunResumed):
             rows.append(Row(seq, "resumed", "", arch, f"from seq {ev.from_seq}"))
+        elif isinstance(ev, RunSuspended):
+            at = f"epoch {ev.epoch + 1} step {ev.step}" if ev.step else f"after epoch {ev.epoch}"
+            why = "time budget" if ev.signal == "time" else f"SIG{ev.signal}"
+            rows.append(Row(seq, "suspended", "", arch, f"{why}, {at}"))
         elif isinstance(ev, RunFinished):
             rows.append(Row(seq, "finished", "", ev.arch,
                             f"val {ev.val_acc:.2f}%  test {ev.test_acc:.2f}%  params {ev.params:,}"

@@ -1,8 +1,10 @@
-"""Which snapshots a run must keep, and ``autogrow prune`` for the rest.
+"""Which snapshots a run must keep, and the pruning of the rest (during a run and ``prune``).
 
 Kept: the start snapshot, every growth point (fork targets, ``growth:N``), a fork's base, and the
-latest ``keep`` snapshots of the live log (resume takes the latest). Everything else may go; the
-log still names it, and ``verify`` accepts a missing snapshot only when it is not in this set.
+latest ``keep`` snapshots of the live log (resume takes the latest). Everything else may go. A
+deletion is announced first by a ``snapshots_pruned`` event, so ``verify`` tells a deliberate
+prune from a lost file; a run therefore holds at most growths + keep + 2 snapshot files (start,
+growths, the latest ``keep`` and one being written).
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from autogrow.events import Event, SnapshotWritten
-from autogrow.replay.fold import live_events
-from autogrow.storage import EventLog, LogRecord, SnapshotStore
+from autogrow.events import Event, SnapshotsPruned, SnapshotWritten, encode
+from autogrow.replay.fold import decode_record, live_events
+from autogrow.storage import EventLog, LogRecord, SnapshotMissing, SnapshotStore
 
 PINNED_LABELS = ("start", "growth", "fork")
 
@@ -31,19 +33,44 @@ def growth_snapshots(events: Sequence[tuple[int, Event]]) -> list[tuple[int, Sna
             if isinstance(ev, SnapshotWritten) and ev.label == "growth"]
 
 
-def prune(run_dir: Path, keep: int) -> tuple[list[str], int]:
-    """Delete snapshots outside the retained set; returns (removed digests, bytes freed).
+def pruned_digests(records: Sequence[LogRecord]) -> set[str]:
+    """Every digest a ``snapshots_pruned`` event names, superseded records included (the files
+    are gone whether or not a later resume superseded the event)."""
+    out: set[str] = set()
+    for record in records:
+        if record.type == SnapshotsPruned.TYPE:
+            out.update(decode_record(record).digests)  # type: ignore[attr-defined]
+    return out
 
-    Takes the run's writer lock so it never races a live run.
+
+def prune_snapshots(event_log: EventLog, store: SnapshotStore, keep: int) -> tuple[list[str], int]:
+    """Delete the stored snapshots outside the retained set, after appending the
+    ``snapshots_pruned`` event that names them; returns (removed digests, bytes freed).
+
+    The caller holds the writer lock (``event_log`` is writable). A crash after the event and
+    before a deletion leaves a file the event names: harmless, the next prune removes it.
     """
+    kept = retained_digests(event_log.records, keep)
+    doomed = [d for d in store.digests() if d not in kept]
+    if not doomed:
+        return [], 0
+    event_log.append(*encode(SnapshotsPruned(digests=tuple(doomed))))
+    freed = 0
+    for digest in doomed:
+        try:
+            size = store.path(digest).stat().st_size
+            store.remove(digest)
+            freed += size
+        except (FileNotFoundError, SnapshotMissing):
+            pass
+    return doomed, freed
+
+
+def prune(run_dir: Path, keep: int) -> tuple[list[str], int]:
+    """``autogrow prune``: :func:`prune_snapshots` on a run that is not running (it takes the
+    run's writer lock, so it never races a live run), then temp files of crashed writes."""
     with EventLog.open(run_dir) as event_log:
-        kept = retained_digests(event_log.records, keep)
         store = SnapshotStore(run_dir)
-        removed, freed = [], 0
-        for digest in store.digests():
-            if digest not in kept:
-                freed += store.path(digest).stat().st_size
-                store.remove(digest)
-                removed.append(digest)
+        result = prune_snapshots(event_log, store, keep)
         store.clean_temp()
-    return removed, freed
+    return result

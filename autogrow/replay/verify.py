@@ -24,12 +24,14 @@ from autogrow.events import (
     RunFinished,
     RunResumed,
     RunStarted,
+    RunSuspended,
+    SnapshotsPruned,
     SnapshotWritten,
     StageStopped,
 )
 from autogrow.policies import GrowthState, Phase, PolicyError, apply, due, learning_rate
 from autogrow.replay.fold import decode_record, live_records
-from autogrow.replay.retention import retained_digests
+from autogrow.replay.retention import pruned_digests, retained_digests
 from autogrow.storage.layout import MODEL_PREFIX, section
 from autogrow.storage import EventLog, StorageError
 
@@ -81,11 +83,13 @@ def verify_run(run_dir: Path) -> Report:
 
 def _check_snapshots(run_dir: Path, records, events, problems: list[str],
                      notes: list[str]) -> int:
-    """Every snapshot present must match its digest; those resume and fork need must be present."""
+    """Every snapshot present must match its digest; those resume and fork need must be present;
+    any other may be missing only if a ``snapshots_pruned`` event names it."""
     from autogrow.storage import SnapshotStore  # torch only when snapshots are read
 
     store = SnapshotStore(run_dir)
     needed = retained_digests(records, keep=1)
+    deliberately = pruned_digests(records)
     checked, pruned = 0, 0
     seen: set[str] = set()
     for seq, ev in events:
@@ -95,8 +99,11 @@ def _check_snapshots(run_dir: Path, records, events, problems: list[str],
         if not store.exists(ev.digest):
             if ev.digest in needed:
                 problems.append(f"seq {seq}: snapshot {store.path(ev.digest)} is missing")
-            else:
+            elif ev.digest in deliberately:
                 pruned += 1
+            else:
+                problems.append(f"seq {seq}: snapshot {store.path(ev.digest)} is missing and no "
+                                "snapshots_pruned event deleted it (lost or removed by hand)")
             continue
         try:
             store.get(ev.digest)
@@ -104,7 +111,7 @@ def _check_snapshots(run_dir: Path, records, events, problems: list[str],
         except StorageError as err:
             problems.append(f"seq {seq}: {err}")
     if pruned:
-        notes.append(f"{pruned} pruned snapshot(s) not needed for resume or fork")
+        notes.append(f"{pruned} snapshot(s) pruned by the run's retention (logged)")
     return checked
 
 
@@ -128,7 +135,8 @@ def _audit(run_dir: Path, live: list[tuple[int, Event]], problems: list[str],
                 checked += 1
                 state = apply(state, ev)
                 continue
-            if isinstance(ev, (SnapshotWritten, RunResumed)):  # bookkeeping, allowed anywhere
+            if isinstance(ev, (SnapshotWritten, RunResumed, RunSuspended, SnapshotsPruned)):
+                # bookkeeping, allowed anywhere
                 if isinstance(ev, SnapshotWritten):
                     last_snapshot = ev
                 state = apply(state, ev)

@@ -19,6 +19,7 @@ from .errors import (
     SnapshotMissing,
     StorageError,
 )
+from ._fs import TEST_MARKER, announce_test_pause
 from .log import GENESIS_HASH, EventLog, LogRecord, TornTail, canonical_json
 
 if TYPE_CHECKING:
@@ -39,7 +40,9 @@ __all__ = [
     "SnapshotMissing",
     "SnapshotStore",
     "StorageError",
+    "TEST_MARKER",
     "TornTail",
+    "announce_test_pause",
     "canonical_json",
     "snapshot_bytes",
 ]

@@ -17,9 +17,10 @@ the last complete record. It is never accepted as a record.
 One writer per run directory: a writable open holds ``flock(RUN/.lock)`` until ``close``; read-only
 opens take no lock and modify nothing.
 
-Test hook: when the environment variable ``AUTOGROW_TEST_APPEND_PAUSE`` holds a number of seconds,
-``append`` writes the first half of the line, syncs it, sleeps that long and then writes the rest,
-so crash tests can SIGKILL a writer mid-append. It is read on every append.
+Test hook: when the environment variable ``AUTOGROW_TEST_APPEND_PAUSE`` holds ``SECONDS`` (or
+``SECONDS@N``: only the process's N-th append), ``append`` writes the first half of the line, syncs
+it, says so on stderr, sleeps that long and then writes the rest, so crash tests can SIGKILL a
+writer mid-append (see ``_fs.write_with_test_pause``). It is read on every append.
 
 This module imports only the standard library and attrs (no torch), so replay tools stay light.
 """

@@ -14,9 +14,9 @@ renamed over ``<digest>.safetensors`` and the directory is fsync'd - only then d
 so an event naming the digest can be appended safely. A crash leaves at most a temp file, which
 ``digests()`` ignores and ``clean_temp()`` removes.
 
-Test hook: when ``AUTOGROW_TEST_SNAPSHOT_PAUSE`` holds a number of seconds, ``put`` writes half of
-the temp file, syncs it and sleeps that long before writing the rest, so crash tests can SIGKILL a
-writer mid-snapshot.
+Test hook: when ``AUTOGROW_TEST_SNAPSHOT_PAUSE`` holds ``SECONDS`` (or ``SECONDS@N``: only the
+process's N-th put that writes), ``put`` writes half of the temp file, syncs it, says so on stderr
+and sleeps that long before writing the rest, so crash tests can SIGKILL a writer mid-snapshot.
 """
 
 from __future__ import annotations
