@@ -254,7 +254,7 @@ def _drive(launch: LaunchOptions, device: str, body: Callable[[Any, Any], Any]) 
     from autogrow.engine.preemption import StopControl, Suspended, requeue
     from autogrow.engine.run import Controls
     stop = StopControl.for_launch(launch.stop_signals, launch.time_limit, _STARTED)
-    with stop, _process_group(device) as group:
+    with _process_group(device) as group:
         try:
             body(group, Controls(stop=stop, log_every=launch.log_every))
         except Suspended as suspended:

@@ -41,15 +41,14 @@ def _digest(run_dir: Path) -> str:
     return [ev for _, ev in _events(run_dir) if ev.TYPE == "run_finished"][-1].weights_digest
 
 
-def _suspend_at(command: list[str], step: int, sig: signal.Signals,
-                env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Launch ``command``, hold it after training step ``step``, send ``sig``, wait for exit."""
-    proc = launch(command, {"AUTOGROW_TEST_PAUSE_AT_STEP": str(step), **(env or {})})
+def _suspend_at(command: list[str], step: int, sig: signal.Signals) -> tuple[int, str]:
+    """Launch ``command``, hold it after training step ``step``, send ``sig``; its exit code
+    and the rest of its stderr."""
+    proc = launch(command, {"AUTOGROW_TEST_PAUSE_AT_STEP": str(step)})
     assert wait_for_pause(proc), "the run ended before the step it should stop at"
     proc.send_signal(sig)
-    proc.stderr_text = proc.stderr.read().decode()  # type: ignore[attr-defined]
-    proc.wait(timeout=300)
-    return proc
+    stderr = proc.stderr.read().decode()
+    return proc.wait(timeout=300), stderr
 
 
 @pytest.mark.parametrize("sig, flags", [(signal.SIGTERM, []),
@@ -58,11 +57,12 @@ def _suspend_at(command: list[str], step: int, sig: signal.Signals,
 def test_signal_mid_epoch_suspends_and_the_same_command_finishes(smoke_run, tmp_path, sig, flags):
     run_dir = tmp_path / "preempted"
     command = ["grow", *SMOKE, "--run-dir", str(run_dir), "--resume-if-exists", *flags]
-    proc = _suspend_at(command, STEPS + 6, sig)  # epoch 2, step 6
-    assert proc.returncode == EXIT_RESUMABLE, proc.stderr_text
-    assert "relaunch the same command" in proc.stderr_text
+    code, stderr = _suspend_at(command, STEPS + 6, sig)  # epoch 2, step 6
+    assert code == EXIT_RESUMABLE, stderr
+    assert "relaunch the same command" in stderr
     events = _events(run_dir)
-    (seq, last), (_, snap) = events[-1], [e for e in events if e[1].TYPE == "snapshot_written"][-1]
+    last = events[-1][1]
+    snap = [ev for _, ev in events if ev.TYPE == "snapshot_written"][-1]
     name = sig.name.removeprefix("SIG")
     # nothing lost: the step the process was held after is in the snapshot
     assert last == RunSuspended(signal=name, epoch=1, step=6)

@@ -8,7 +8,43 @@ map parameters by dotted name.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+
+# PyTorch's CPU convolution (oneDNN, torch 2.14.1, seen on AVX-512 x86) corrupts the heap in the
+# weight gradient of a 1x1 stride-2 conv in channels_last with few input channels on large
+# inputs: "corrupted double-linked list" or SIGSEGV, e.g. 2-8 channels at 48-112 px and 12-15
+# at 112 px; never with 16+ channels, at <= 32 px, or in NCHW. That is the projection
+# shortcut of a narrow net's stage transition on ImageNet-sized inputs, so such a run could
+# never finish. Such a conv therefore computes in NCHW on CPU (benchmarks/RESULTS.md).
+NCHW_GUARD_MAX_CHANNELS = 15  # in_channels at most this ...
+NCHW_GUARD_MIN_SIZE = 33      # ... and an input side at least this (px)
+
+
+def cpu_channels_last_unsafe(in_channels: int, kernel: tuple[int, ...], stride: tuple[int, ...],
+                             x: Tensor) -> bool:
+    """Whether a conv of this shape on ``x`` falls in the crashing CPU channels_last range
+    (a conservative superset of the observed cases)."""
+    return (x.device.type == "cpu" and x.dim() == 4
+            and tuple(kernel) == (1, 1) and max(stride) > 1
+            and in_channels <= NCHW_GUARD_MAX_CHANNELS
+            and max(x.shape[-2:]) >= NCHW_GUARD_MIN_SIZE
+            and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+
+
+class StridedPointwiseConv(nn.Conv2d):
+    """A 1x1 strided conv that computes in NCHW where channels_last would crash on CPU
+    (:func:`cpu_channels_last_unsafe`); elsewhere exactly ``nn.Conv2d``. Its output keeps the
+    input's memory format, so the rest of the net is unaffected."""
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if cpu_channels_last_unsafe(self.in_channels, self.kernel_size, self.stride, x):
+            # clone: a 1x1 weight counts as contiguous in both formats, so .contiguous() would
+            # keep its channels_last strides and oneDNN would still take the channels_last path
+            nchw_weight = weight.clone(memory_format=torch.contiguous_format)
+            out = super()._conv_forward(x.contiguous(), nchw_weight, bias)
+            return out.contiguous(memory_format=torch.channels_last)
+        return super()._conv_forward(x, weight, bias)
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -18,6 +54,8 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 
 def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     """1x1 convolution without bias (projection shortcuts, bottleneck ends)."""
+    if stride > 1:
+        return StridedPointwiseConv(in_channels, out_channels, 1, stride=stride, bias=False)
     return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
 
 

@@ -140,10 +140,13 @@ class StopControl:
     def test_pause(self, steps_done: int) -> None:
         """Test hook: with ``AUTOGROW_TEST_PAUSE_AT_STEP=N`` the process stops after its N-th
         training step, says so on stderr and waits there until a stop signal arrives (or it is
-        killed), so tests can signal or SIGKILL it at a known step instead of at a guessed time."""
+        killed), so tests can signal or SIGKILL it at a known step instead of at a guessed time.
+        Workers that ``torchrun --max-restarts`` started again do not pause."""
         target = os.environ.get(PAUSE_AT_STEP_ENV)
         if not target or int(target) != steps_done:
             return
+        if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+            return  # only in torchrun's first attempt: a restarted worker runs through
         announce_test_pause(f"after step {steps_done}")
         while self.received is None:
             time.sleep(0.01)

@@ -205,9 +205,14 @@ class Run:
     # -- the loop ---------------------------------------------------------------------------
 
     def loop(self) -> RunResult:
-        """Run to the end; an error is recorded as ``run_failed`` (a resume supersedes it)."""
+        """Run to the end; an error is recorded as ``run_failed`` (a resume supersedes it).
+
+        The stop signals are caught only while the loop runs: before it (process group, data)
+        there is nothing to save, and a signal keeps its default effect of ending the process.
+        """
         try:
-            return self._loop()
+            with self.stop:
+                return self._loop()
         except Suspended:
             raise
         except Exception as err:

@@ -1,0 +1,65 @@
+"""Probe PyTorch's CPU heap corruption in 1x1 stride-2 convs in channels_last, and the guard.
+
+For each (input channels, input size) it trains a 1x1 stride-2 conv (out = 2 x in, batch 8,
+300 steps of forward + backward) in a fresh process, ``--repeats`` times, once as a plain
+``nn.Conv2d`` and once as the project's ``StridedPointwiseConv``, and counts the runs that died
+(SIGSEGV/SIGABRT: the corruption is not certain to strike in every run). Prints JSON.
+
+    .venv/bin/python benchmarks/channels_last_crash.py --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPES = [(2, 56), (4, 32), (4, 44), (4, 56), (8, 48), (8, 112), (12, 56), (12, 112), (15, 112),
+          (16, 112), (24, 56)]
+
+PROBE = """
+import sys, torch
+from torch import nn
+from autogrow.blocks.layers import conv1x1
+c, size, kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+torch.manual_seed(0)
+conv = (conv1x1(c, 2 * c, 2) if kind == "guarded"
+        else nn.Conv2d(c, 2 * c, 1, stride=2, bias=False)).to(memory_format=torch.channels_last)
+for _ in range(300):
+    conv(torch.randn(8, c, size, size).contiguous(memory_format=torch.channels_last)).sum().backward()
+"""
+
+
+def crashes(channels: int, size: int, kind: str, repeats: int) -> int:
+    died = 0
+    for _ in range(repeats):
+        proc = subprocess.run([sys.executable, "-c", PROBE, str(channels), str(size), kind],
+                              capture_output=True, cwd=REPO, timeout=600)
+        died += proc.returncode != 0
+    return died
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    rows = []
+    for channels, size in SHAPES:
+        rows.append({"in_channels": channels, "size": size, "runs": args.repeats,
+                     "plain_crashed": crashes(channels, size, "plain", args.repeats),
+                     "guarded_crashed": crashes(channels, size, "guarded", args.repeats)})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+                      "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+                      "threads": torch.get_num_threads(), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
