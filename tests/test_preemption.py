@@ -280,3 +280,41 @@ def test_launch_options_come_from_the_config_file_too(tmp_path):
     assert launch_options == LaunchOptions(resume_if_exists=True, time_limit=7200,
                                            stop_signals=("USR1",), log_every=5.0)
     assert resolve_config(None, path).tau == 0.5  # the run settings ignore the launch keys
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.text = tty, []
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> int:
+        self.text.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_is_a_bar_on_a_terminal_and_timed_lines_in_a_job_log(capsys):
+    from autogrow.engine.progress import EpochProgress, format_seconds
+    clock = iter([0.0, 10.0, 30.0, 59.0, 61.0]).__next__  # start, then one reading per update
+    log_file = _Stream(tty=False)
+    progress = EpochProgress("epoch 3 (grow, 2-1-1)", total=100, initial=20, images_per_step=64,
+                             log_every=30.0, stream=log_file, clock=clock)
+    for step in (21, 22, 40, 41):
+        progress.update(step)
+    progress.close()
+    captured = capsys.readouterr()  # structlog's default output outside the command line
+    lines = [ln for ln in (captured.out + captured.err).splitlines() if "images/s" in ln]
+    # t=10: too early; t=30: a line (2 steps in 30 s); t=59: < 30 s after it; t=61: a line
+    assert len(lines) == 2 and not log_file.text
+    assert "epoch 3 (grow, 2-1-1) step 22/100  4 images/s  ETA 19m30s" in lines[0]
+    assert "step 41/100  22 images/s  ETA 2m51s" in lines[1]
+    terminal = _Stream(tty=True)
+    bar = EpochProgress("epoch 1", total=10, images_per_step=8, stream=terminal)
+    bar.update(5)
+    bar.close()
+    assert any("epoch 1:" in t and "0/10" in t for t in terminal.text)  # tqdm drew a bar there
+    assert format_seconds(3725) == "1h02m05s" and format_seconds(7) == "7s"

@@ -5,7 +5,9 @@ loop asks :meth:`StopControl.poll` at every step boundary, all ranks agree on th
 all-reduce (so DDP ranks stop at the same step), and the run writes a durable snapshot of that
 point and a ``run_suspended`` event, then exits with :data:`EXIT_RESUMABLE`. At most the step in
 flight is lost. A second SIGINT aborts at once (``KeyboardInterrupt``): the crash guarantees of the
-log and snapshots still hold, so even that run resumes from its last snapshot.
+log and snapshots still hold, so even that run resumes from its last snapshot. The handlers are
+installed only while the run loop runs (``with stop:``); before it a signal ends the process as
+usual, since there is nothing to save yet.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from types import FrameType
@@ -84,7 +87,7 @@ class StopControl:
 
     def __enter__(self) -> StopControl:
         """Install the handlers (main thread only; elsewhere signals keep their behaviour)."""
-        if self.signals and _in_main_thread():
+        if self.signals and threading.current_thread() is threading.main_thread():
             for name in self.signals:
                 signum = signal.Signals["SIG" + name]
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -150,11 +153,6 @@ class StopControl:
         announce_test_pause(f"after step {steps_done}")
         while self.received is None:
             time.sleep(0.01)
-
-
-def _in_main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
 
 
 def requeue(environ: Mapping[str, str] = os.environ) -> tuple[bool, str]:

@@ -14,7 +14,7 @@ import os
 import platform
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +269,7 @@ class Run:
                             log_every=self.controls.log_every, enabled=self.group.is_main)
         last_boundary = [time.perf_counter()]
 
-        def after_step(step: int, sums) -> None:
+        def after_step(step: int, sums: Callable[[], dict]) -> None:
             now = time.perf_counter()
             self.stop.note_step(now - last_boundary[0])
             last_boundary[0] = now
@@ -294,7 +294,7 @@ class Run:
                  train_acc=round(train.acc, 2), val_acc=round(val.acc, 2), seconds=round(seconds, 1))
         self.snapshot("epoch")
 
-    def _step_boundary(self, step: int, total: int, sums) -> None:
+    def _step_boundary(self, step: int, total: int, sums: Callable[[], dict]) -> None:
         """After each training step: a stop request (agreed by all ranks) suspends the run here;
         otherwise a step snapshot every ``snapshot_every_steps``."""
         self.steps_run += 1
@@ -306,7 +306,7 @@ class Run:
         if every > 0 and step % every == 0 and step != total:
             self.snapshot("step", step, sums())
 
-    def _suspend(self, reason: str, step: int, sums=None) -> None:
+    def _suspend(self, reason: str, step: int, sums: Callable[[], dict] | None = None) -> None:
         """Make this point durable (a snapshot unless the latest one is it), log
         ``run_suspended`` and unwind with :class:`Suspended`."""
         st = self.state
