@@ -71,6 +71,7 @@ class StopControl:
         self._previous: dict[int, object] = {}
         self._longest_step = 0.0
         self._longest_snapshot = 0.0
+        self._pause_at = _test_pause_step()  # read once: test_pause runs at every step
 
     @classmethod
     def for_launch(cls, signals: Iterable[str], time_limit: float, started: float,
@@ -145,14 +146,20 @@ class StopControl:
         training step, says so on stderr and waits there until a stop signal arrives (or it is
         killed), so tests can signal or SIGKILL it at a known step instead of at a guessed time.
         Workers that ``torchrun --max-restarts`` started again do not pause."""
-        target = os.environ.get(PAUSE_AT_STEP_ENV)
-        if not target or int(target) != steps_done:
+        if self._pause_at != steps_done:
             return
-        if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
-            return  # only in torchrun's first attempt: a restarted worker runs through
         announce_test_pause(f"after step {steps_done}")
         while self.received is None:
             time.sleep(0.01)
+
+
+def _test_pause_step() -> int | None:
+    """The step of ``AUTOGROW_TEST_PAUSE_AT_STEP``; None when unset or in a worker that
+    ``torchrun --max-restarts`` started again (a restarted worker runs through)."""
+    target = os.environ.get(PAUSE_AT_STEP_ENV)
+    if not target or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return None
+    return int(target)
 
 
 def requeue(environ: Mapping[str, str] = os.environ) -> tuple[bool, str]:

@@ -97,14 +97,21 @@ def software_versions(execution: Execution, group: Dist = SINGLE) -> dict[str, A
 
 
 def check_new_run_dir(run_dir: Path) -> None:
-    """A new run needs an empty or missing directory, or one a launch left before its first
-    event (killed while creating it): never write into someone else's files."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        if _unstarted(run_dir):
-            return
+    """A new run needs a fresh directory (:func:`_fresh`): never write into someone else's files."""
+    if not _fresh(run_dir):
         raise RunError(f"run directory {run_dir} is not empty; pick a new --run-dir "
                        "(or `autogrow resume` it if it is a run, or relaunch with "
                        "--resume-if-exists)")
+
+
+def _fresh(run_dir: Path) -> bool:
+    """Missing, empty, or left by a launch killed before its first event: a new run may start
+    there."""
+    if not run_dir.exists():
+        return True
+    if not run_dir.is_dir():
+        return False
+    return not any(run_dir.iterdir()) or _unstarted(run_dir)
 
 
 def _unstarted(run_dir: Path) -> bool:
@@ -637,9 +644,7 @@ def finished_result(run_dir: str | Path) -> RunResult:
 
 def _relaunch_plan(run_dir: Path, config: RunConfig) -> dict[str, str]:
     """What ``--resume-if-exists`` does with ``run_dir``: start, resume, report, or refuse."""
-    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
-        return {"action": "start"}
-    if run_dir.is_dir() and _unstarted(run_dir):
+    if _fresh(run_dir):
         return {"action": "start"}
     try:
         with EventLog.open(run_dir, readonly=True) as event_log:
