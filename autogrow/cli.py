@@ -104,7 +104,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ())
 def _add_launch_flags(parser: argparse.ArgumentParser, *, relaunch: bool) -> None:
     """How this launch behaves (never stored in the run; also keys of a --config file)."""
     group = parser.add_argument_group(
-        "preemption and progress (this launch only; also keys of a --config file)")
+        "preemption, progress and loading (this launch only; also keys of a --config file)")
     if relaunch:
         group.add_argument("--resume-if-exists", action=argparse.BooleanOptionalAction,
                            default=None,
@@ -124,10 +124,15 @@ def _add_launch_flags(parser: argparse.ArgumentParser, *, relaunch: bool) -> Non
     group.add_argument("--log-every", type=float, metavar="SECONDS",
                        help="seconds between progress lines when stderr is not a terminal "
                             "(default 60; 0 = every step)")
+    group.add_argument("--workers", metavar="N",
+                       help="loader processes that decode on-disk images (ImageNet folders); "
+                            "auto = the CPU cores available / processes on this machine, at "
+                            "most 8; 0 = decode in the training process. Batches are the same "
+                            "whatever the count (default auto)")
 
 
 def _launch(args: argparse.Namespace) -> LaunchOptions:
-    names = ("resume_if_exists", "stop_signals", "time_limit", "requeue", "log_every")
+    names = ("resume_if_exists", "stop_signals", "time_limit", "requeue", "log_every", "workers")
     flags = {k: getattr(args, k, None) for k in names}
     return resolve_launch(getattr(args, "config_file", None), flags)
 
@@ -256,7 +261,7 @@ def _drive(launch: LaunchOptions, device: str, body: Callable[[Any, Any], Any]) 
     stop = StopControl.for_launch(launch.stop_signals, launch.time_limit, _STARTED)
     with _process_group(device) as group:
         try:
-            body(group, Controls(stop=stop, log_every=launch.log_every))
+            body(group, Controls(stop=stop, log_every=launch.log_every, workers=launch.workers))
         except Suspended as suspended:
             if group.is_main:
                 print(f"autogrow: {suspended}; the run is saved — relaunch the same command "

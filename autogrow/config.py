@@ -246,6 +246,19 @@ def parse_duration(text: str | float | int) -> float:
     return seconds
 
 
+def parse_workers(value: str | int) -> int | str:
+    """``"auto"`` or a count >= 0 of loader worker processes."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        count = int(value)
+        if count < 0 or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"workers {value!r}: expected auto or a count >= 0") from None
+    return count
+
+
 def parse_signals(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``"TERM,USR1"`` (or ``SIGTERM``, any case) as ``("TERM", "USR1")``; ``""`` = none."""
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -271,6 +284,8 @@ class LaunchOptions:
     time_limit: float = attrs.field(default=0.0, converter=parse_duration)  # seconds, 0 = none
     requeue: bool = False            # `scontrol requeue $SLURM_JOB_ID` after a suspend
     log_every: float = 60.0          # seconds between progress lines when stderr is not a terminal
+    # loader processes for on-disk images: auto = cores / local processes, at most 8; 0 = none
+    workers: int | str = attrs.field(default="auto", converter=parse_workers)
 
     def __attrs_post_init__(self) -> None:
         if self.log_every < 0:

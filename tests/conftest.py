@@ -30,3 +30,30 @@ def smoke_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     autogrow_cli("grow", "--preset", "smoke", "--run-dir", str(run_dir), check=True)
     return run_dir
+
+
+def write_image_folder(root: Path, *, classes: int = 3, train: int = 16, val: int = 6,
+                       seed: int = 0) -> Path:
+    """An ImageNet-layout folder ``root/{train,val}/<class>/<image>`` of small JPEGs of varied
+    sizes (class-dependent colour and stripes plus noise, so a net can learn something); one
+    grayscale PNG per class folder exercises the other decode paths."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for part, count in (("train", train), ("val", val)):
+        for c in range(classes):
+            folder = root / part / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                h, w = (int(v) for v in rng.integers(40, 160, 2))
+                yy, xx = np.mgrid[0:h, 0:w]
+                stripes = np.sin((xx if c % 2 else yy) / (3.0 + c)) * 60
+                base = np.array([(60 + 80 * c) % 256, 128, (200 - 70 * c) % 256])
+                pixels = base + stripes[..., None] + rng.normal(0, 20, (h, w, 3))
+                image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+                if i == 0:
+                    image.convert("L").save(folder / f"{i}.png")
+                else:
+                    image.save(folder / f"{i}.jpg", quality=90)
+    return root

@@ -37,11 +37,11 @@ MARKER = b"autogrow-test: paused"
 HOLD = "600"  # seconds a hooked write waits: "until killed"
 
 
-def launch(args: list[str], env_extra: dict[str, str]) -> subprocess.Popen:
+def launch(args: list[str], env_extra: dict[str, str], **popen) -> subprocess.Popen:
     env = dict(os.environ, **env_extra)
     env.setdefault("AUTOGROW_CACHE_DIR", str(REPO / ".pytest_cache" / "autogrow-data"))
     return subprocess.Popen([sys.executable, "-m", "autogrow", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
 
 
 def wait_for_pause(proc: subprocess.Popen, count: int = 1) -> bool:

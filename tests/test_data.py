@@ -417,7 +417,7 @@ def test_stratified_sample_size_uniqueness_and_purity(labels, k, seed):
 
 def test_subset_is_taken_from_the_training_portion_only():
     labels = torch.arange(1000) % 4
-    picks = D._pick_splits(labels, torch.arange(100) % 4, 0.1, "train", 11, 0.25, max_val=40, max_test=None)
+    picks = D.pick_splits(labels, torch.arange(100) % 4, D.SplitChoice(0.1, "train", 11, 0.25, max_val=40))
     train_src, train_idx = picks["train"]
     val_src, val_idx = picks["val"]
     assert (len(train_idx), len(val_idx), len(picks["test"][1])) == (225, 40, 100)

@@ -87,12 +87,11 @@ def normalize(
     dtype: torch.dtype = torch.float32,
     channels_last: bool = False,
 ) -> torch.Tensor:
-    """uint8 ``N×C×H×W`` → ``(x/255 - mean)/std`` in ``dtype`` (the ToTensor+Normalize of torchvision)."""
+    """uint8 ``N×C×H×W`` (any memory format) → ``(x/255 - mean)/std`` in ``dtype`` and the asked
+    layout (the ToTensor+Normalize of torchvision)."""
     m, s = _stats(tuple(mean), tuple(std), images.device)
     out = ((images.to(torch.float32) / 255.0 - m) / s).to(dtype)
-    if channels_last:
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
+    return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def crop_and_flip(images: torch.Tensor, params: AugmentParams, padding: int) -> torch.Tensor:

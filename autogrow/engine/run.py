@@ -64,11 +64,13 @@ class RunError(RuntimeError):
 
 @attrs.frozen
 class Controls:
-    """How this process drives a run, not part of the run: when to stop (signals, time budget)
-    and how often to print progress when stderr is not a terminal."""
+    """How this process drives a run, not part of the run: when to stop (signals, time budget),
+    how often to print progress when stderr is not a terminal, and how many loader worker
+    processes read on-disk images (``"auto"`` or a count; batches do not depend on it)."""
 
     stop: StopControl = attrs.field(factory=StopControl)
     log_every: float = 60.0
+    workers: int | str = "auto"
 
 
 @attrs.frozen
@@ -129,7 +131,7 @@ def _unstarted(run_dir: Path) -> bool:
         return False
 
 
-def load_data(config: RunConfig, execution: Execution) -> DataSplits:
+def load_data(config: RunConfig, execution: Execution, workers: int | str = "auto") -> DataSplits:
     """The run's data splits on the training device (raises DataError before anything is written)."""
     return load_dataset(
         config.dataset,
@@ -143,6 +145,7 @@ def load_data(config: RunConfig, execution: Execution) -> DataSplits:
         subset=config.subset,
         max_val=config.max_val or None,
         max_test=config.max_test or None,
+        workers=workers,
     )
 
 
@@ -422,7 +425,9 @@ def start_run(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE,
     """Start a new run in an empty ``run_dir`` and run it to the end (on every rank of ``group``)."""
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir)
-    execution, data, trainer = _prepare(config, group)  # fails before anything is written
+    controls = controls or Controls()
+    # fails before anything is written
+    execution, data, trainer = _prepare(config, group, workers=controls.workers)
     barrier(group)  # every rank has checked the directory before rank 0 creates the run
     with _writer(run_dir, group, create=True) as event_log:
         stored = attrs.evolve(config, threads=execution.threads).to_dict()
@@ -450,7 +455,8 @@ def _writer(run_dir: Path, group: Dist, *, create: bool = False) -> Iterator[Eve
 
 
 def _prepare(config: RunConfig, group: Dist = SINGLE, *, arch: str | None = None,
-             tensors: dict | None = None) -> tuple[Execution, DataSplits, Trainer]:
+             tensors: dict | None = None,
+             workers: int | str = "auto") -> tuple[Execution, DataSplits, Trainer]:
     """Execution settings, data and a trainer; the trainer's tensors come from a snapshot if given.
 
     Everything here can fail on bad input (no device, no data) before the caller writes a byte.
@@ -459,7 +465,7 @@ def _prepare(config: RunConfig, group: Dist = SINGLE, *, arch: str | None = None
                                   config.threads)
     make_deterministic(execution)
     torch.manual_seed(config.seed)  # the global RNG is in every snapshot: start it from the seed
-    data = load_data(config, execution)
+    data = load_data(config, execution, workers)
     trainer = _trainer_for(config, execution, data, arch or config.seed_arch, group)
     if tensors is not None:
         trainer.load_state_tensors(tensors)
@@ -474,6 +480,7 @@ def resume_run(run_dir: str | Path, group: Dist = SINGLE,
     snapshot; each rank folds them and loads the snapshot (a shared file system), so the number
     of processes may differ from the interrupted run's.
     """
+    controls = controls or Controls()
     run_dir = Path(run_dir)
     with _writer(run_dir, group) as event_log:
         plan = _resume_plan(run_dir, event_log) if group.is_main else None
@@ -486,7 +493,7 @@ def resume_run(run_dir: str | Path, group: Dist = SINGLE,
         config = RunConfig.from_mapping(dict(state.run_config))
         tensors = SnapshotStore(run_dir).get(digest).tensors if digest else None
         execution, data, trainer = _prepare(config, group, arch=format_arch(state.arch),
-                                            tensors=tensors)
+                                            tensors=tensors, workers=controls.workers)
         run = Run(run_dir, event_log, config, execution, data, trainer, state,
                   parent_snapshot=plan["parent_snapshot"], controls=controls)
         if step > 0:
@@ -586,6 +593,7 @@ def fork_run(parent_dir: str | Path, at: str, changes: dict[str, Any],
              run_dir: str | Path, controls: Controls | None = None) -> RunResult:
     """A new run starting from the parent's snapshot at ``at`` with ``changes`` to its config."""
     parent_dir, run_dir = Path(parent_dir), Path(run_dir)
+    controls = controls or Controls()
     check_new_run_dir(run_dir)
     with EventLog.open(parent_dir, readonly=True) as parent_log:
         records = parent_log.records
@@ -605,7 +613,7 @@ def fork_run(parent_dir: str | Path, at: str, changes: dict[str, Any],
                        "point or a later snapshot")
     snap = parent_store.get(digest)
     execution, data, trainer = _prepare(config, arch=format_arch(parent_state.arch),
-                                        tensors=snap.tensors)
+                                        tensors=snap.tensors, workers=controls.workers)
     with EventLog.open(run_dir, create=True) as event_log:
         stored = attrs.evolve(config, threads=execution.threads).to_dict()
         (run_dir / CONFIG_NAME).write_text(tomli_w.dumps({"run": stored}))

@@ -1,0 +1,331 @@
+"""ImageNet-style data on disk (``ROOT/{train,val}/<class>/<image>``), read by a persistent pool.
+
+Each image is decoded (TorchCodec's libjpeg-turbo decoder, the successor of torchvision.io's;
+PIL for formats it does not read), cropped and resized to ``CROP``×``CROP`` on a ``DataLoader`` worker, and batches cross
+to the training device as uint8 — a quarter of float32's bytes; conversion and normalisation run
+there, as for the tensor-resident data sets. Train crops are the standard RandomResizedCrop
+(scale 0.08–1, ratio 3/4–4/3) + horizontal flip, eval crops the standard Resize(256) +
+CenterCrop(224); the resize is torch's antialiased bilinear on channels-last uint8 pixels, which
+matches PIL's to within one grey level and ran 1.7× faster than PIL here (benchmarks/RESULTS.md).
+
+Every sample's crop and flip come from a generator seeded by ``(seed, epoch, position)``, so a
+batch is the same whatever the number of workers or processes, and a resumed epoch reads only
+the images of the steps it still has to run. One pool per process serves train, val and test and
+lives across epochs; its workers ignore the stop signals (the main process decides when to stop
+and then shuts them down).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import weakref
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from autogrow.config import STOP_SIGNALS
+from autogrow.engine.augment import derive_seed, normalize
+from autogrow.engine.data.registry import DataError, DatasetInfo, call_torchvision
+from autogrow.engine.data.splits import (
+    DataSplits,
+    FolderSplit,
+    SplitChoice,
+    Transform,
+    make_splits,
+    pick_splits,
+)
+
+CROP = 224                 # network input side
+RESIZE = 256               # eval: shorter side before the centre crop
+SCALE = (0.08, 1.0)        # RandomResizedCrop area fraction
+RATIO = (3 / 4, 4 / 3)     # RandomResizedCrop aspect ratio
+PREFETCH = 2               # batches in flight per worker
+MAX_AUTO_WORKERS = 8
+
+#: (source "train"/"test", row in that source, augmentation seed or -1 for the eval view)
+Key = tuple[str, int, int]
+
+
+def resolve_workers(spec: int | str) -> int:
+    """``"auto"``: the CPU cores this process may use divided by the training processes on this
+    machine (torchrun's ``LOCAL_WORLD_SIZE``), at least 1, at most 8; else the number given."""
+    if spec != "auto":
+        return int(spec)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    return max(1, min(MAX_AUTO_WORKERS, cores // local))
+
+
+# --------------------------------------------------------------------------------------------
+# One image: decode, crop, resize (runs on the workers)
+# --------------------------------------------------------------------------------------------
+
+
+def decode_rgb(path: str) -> torch.Tensor:
+    """The uint8 ``3×H×W`` RGB pixels of the image file at ``path``."""
+    from torchcodec.decoders import ImageReadMode, decode_image
+
+    try:
+        data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc.strerror or exc}; the folder changed "
+                        "since it was listed? restore the file or relaunch") from None
+    try:
+        image = decode_image(data, mode=ImageReadMode.RGB)
+        return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
+    except (RuntimeError, ValueError):
+        pass  # a format TorchCodec does not read (BMP, TIFF, PPM, ...): PIL does
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    try:
+        with Image.open(path) as im:
+            return pil_to_tensor(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot decode image {path}: {exc}; replace or remove the file") from None
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear resize of uint8 ``3×H×W`` pixels to ``1×3×size`` (channels-last:
+    torch's vectorised uint8 path)."""
+    x = image.unsqueeze(0).contiguous(memory_format=torch.channels_last)
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def train_view(image: torch.Tensor, seed: int, hflip: bool) -> torch.Tensor:
+    """RandomResizedCrop(``CROP``) + flip of ``image``, drawn from ``seed`` alone."""
+    from torchvision.transforms import RandomResizedCrop
+
+    with torch.random.fork_rng(devices=[]):  # torchvision draws from the global generator
+        torch.manual_seed(seed)
+        top, left, h, w = RandomResizedCrop.get_params(image, list(SCALE), list(RATIO))
+        flip = hflip and bool(torch.rand(()) < 0.5)
+    out = _resize(image[:, top : top + h, left : left + w], (CROP, CROP))
+    return out.flip(-1) if flip else out
+
+
+def eval_view(image: torch.Tensor) -> torch.Tensor:
+    """Resize the shorter side to ``RESIZE`` (torchvision's rounding), then the centre
+    ``CROP``×``CROP``."""
+    h, w = image.shape[-2:]
+    if h <= w:
+        size = (RESIZE, int(RESIZE * w / h))
+    else:
+        size = (int(RESIZE * h / w), RESIZE)
+    top = int(round((size[0] - CROP) / 2.0))
+    left = int(round((size[1] - CROP) / 2.0))
+    return _resize(image, size)[..., top : top + CROP, left : left + CROP]
+
+
+# --------------------------------------------------------------------------------------------
+# The images of a data set, as a DataLoader reads them
+# --------------------------------------------------------------------------------------------
+
+
+class _PathTable:
+    """Many file paths as one byte string and offsets: no Python object per path, so forked
+    workers do not copy the table by touching reference counts."""
+
+    def __init__(self, paths: list[str]) -> None:
+        encoded = [os.fsencode(p) for p in paths]
+        self.blob = b"".join(encoded)
+        self.ends = np.cumsum([len(e) for e in encoded], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, row: int) -> str:
+        start = int(self.ends[row - 1]) if row else 0
+        return os.fsdecode(self.blob[start : int(self.ends[row])])
+
+
+class FolderImages(torch.utils.data.Dataset):
+    """The train and test folders' images by :data:`Key`; a batch of keys becomes one uint8
+    ``N×3×CROP×CROP`` tensor (channels-last) and its int64 labels."""
+
+    def __init__(self, samples: dict[str, list[tuple[str, int]]], hflip: bool) -> None:
+        self.paths = {src: _PathTable([p for p, _ in rows]) for src, rows in samples.items()}
+        self.labels = {src: torch.tensor([c for _, c in rows], dtype=torch.int64)
+                       for src, rows in samples.items()}
+        self.hflip = hflip
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.paths.values())
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.__getitems__([key])
+        return x[0], y[0]
+
+    def __getitems__(self, keys: list[Key]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = torch.empty((len(keys), 3, CROP, CROP), dtype=torch.uint8,
+                          memory_format=torch.channels_last)
+        labels = torch.empty(len(keys), dtype=torch.int64)
+        for i, (source, row, seed) in enumerate(keys):
+            image = decode_rgb(self.paths[source][row])
+            out[i] = (train_view(image, seed, self.hflip) if seed >= 0 else eval_view(image))[0]
+            labels[i] = self.labels[source][row]
+        return out, labels
+
+
+def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DataLoader's collate step: ``__getitems__`` already made the batch."""
+    return batch
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Workers leave stop signals to the main process: a SIGTERM sent to the whole job must not
+    kill the pool before the run has suspended."""
+    for name in STOP_SIGNALS:
+        signal.signal(getattr(signal, f"SIG{name}"), signal.SIG_IGN)
+
+
+def _stop_pool(loader: torch.utils.data.DataLoader) -> None:
+    """Shut the workers down through their queues. Runs when the reader goes and at exit,
+    before multiprocessing's own exit handler, which would SIGTERM the workers (they ignore it)
+    and wait for them forever."""
+    iterator = loader._iterator
+    if iterator is not None:
+        iterator._shutdown_workers()
+
+
+class _Schedule:
+    """The pool's batch sampler: the keys of the current pass. A persistent pool keeps its
+    sampler object, so each pass replaces the list inside it."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Key]] = []
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class FolderReader:
+    """The images of one data set and the one ``DataLoader`` this process reads them with;
+    its worker pool starts at the first pass and lives across epochs and splits."""
+
+    def __init__(self, images: FolderImages, workers: int, pin_memory: bool) -> None:
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, not {workers}")
+        self.images = images
+        self.workers = workers
+        self.pin_memory = pin_memory
+        self._schedule = _Schedule()
+        self._loader: torch.utils.data.DataLoader | None = None
+        self._pass = 0
+
+    def _get_loader(self) -> torch.utils.data.DataLoader:
+        if self._loader is None:
+            pool = self.workers > 0
+            self._loader = torch.utils.data.DataLoader(
+                self.images, batch_sampler=self._schedule, collate_fn=_as_batch,
+                num_workers=self.workers, persistent_workers=pool,
+                prefetch_factor=PREFETCH if pool else None, pin_memory=self.pin_memory,
+                worker_init_fn=_ignore_stop_signals if pool else None,
+                # a generator of its own: each pass draws a base seed, which must not move the
+                # global RNG (it is in every snapshot, and would then depend on the worker count)
+                generator=torch.Generator(),
+            )
+            if pool:
+                weakref.finalize(self, _stop_pool, self._loader)
+        return self._loader
+
+    def batches(
+        self,
+        split: FolderSplit,
+        plan: list[torch.Tensor],
+        seed_epoch: tuple[int, int] | None,
+        *,
+        channels_last: bool,
+        dtype: torch.dtype,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised batches of ``split`` at the positions of ``plan`` (one list per step),
+        augmented from ``seed_epoch`` or, when None, the eval view. Only the images of
+        ``plan`` are read; the pool starts on them at once. A newer pass makes this one stale."""
+        rows = split.source_indices.tolist()
+        keys = []
+        for positions in plan:
+            pos = positions.tolist()
+            seeds = ([derive_seed(seed_epoch[0], "augment", seed_epoch[1], p) for p in pos]
+                     if seed_epoch is not None else [-1] * len(pos))
+            keys.append([(split.source, rows[p], s) for p, s in zip(pos, seeds)])
+        self._schedule.batches = [k for k in keys if k]
+        self._pass += 1
+        fetched = iter(self._get_loader())
+        return self._deliver(self._pass, keys, fetched, split, channels_last, dtype)
+
+    def _deliver(self, token: int, keys: list[list[Key]], fetched: Iterator, split: FolderSplit,
+                 channels_last: bool, dtype: torch.dtype) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        tf, dev = split.transform, split.device
+        for step_keys in keys:
+            if token != self._pass:
+                raise RuntimeError("a newer pass over the image folder started; this one is stale")
+            if not step_keys:  # keep the step count equal across ranks
+                yield (torch.zeros(0, 3, CROP, CROP, dtype=dtype, device=dev),
+                       torch.zeros(0, dtype=torch.int64, device=dev))
+                continue
+            try:
+                x, y = next(fetched)
+            except DataError as exc:  # from a worker: one line, not the worker's traceback
+                raise DataError(str(exc).strip().splitlines()[-1].split("DataError: ", 1)[-1]) from None
+            x = x.to(dev, non_blocking=True)
+            yield (normalize(x, tf.mean, tf.std, dtype=dtype, channels_last=channels_last),
+                   y.to(dev, non_blocking=True))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def _list_folder(info: DatasetInfo, folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """Class names and (path, class) of every image under ``folder`` (torchvision's rules)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    classes, class_to_idx = call_torchvision(info, lambda: find_classes(str(folder)), folder)
+    samples = call_torchvision(
+        info, lambda: make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS), folder)
+    return classes, samples
+
+
+def load_folder_splits(
+    info: DatasetInfo, root: Path | None, dev: torch.device, choice: SplitChoice, workers: int
+) -> DataSplits:
+    """List ``root/train`` and ``root/val`` and split them as ``choice`` says; images are read
+    later, batch by batch, by a pool of ``workers`` processes (0: in this process)."""
+    base = root if root is not None else Path("DATA_ROOT")
+    if root is None or not (root / "train").is_dir() or not (root / "val").is_dir():
+        raise DataError(
+            f"{info.name}: {'no data under ' + str(root) if root else 'no data root given'}: expected "
+            f"{base}/train/<class>/<image> and {base}/val/<class>/<image> (ImageFolder layout); "
+            "pass --data-root"
+        )
+    classes, train_samples = _list_folder(info, root / "train")
+    test_classes, test_samples = _list_folder(info, root / "val")
+    if classes != test_classes:
+        raise DataError(f"{info.name}: class folders of {root}/train and {root}/val differ")
+    images = FolderImages({"train": train_samples, "test": test_samples}, info.hflip)
+    reader = FolderReader(images, workers, pin_memory=dev.type == "cuda")
+    picks = pick_splits(images.labels["train"], images.labels["test"], choice)
+    transform = Transform(info.mean, info.std, 0, info.hflip)
+
+    def make(source: str, idx: torch.Tensor) -> FolderSplit:
+        return FolderSplit(reader=reader, labels=images.labels[source][idx], source=source,
+                           source_indices=idx, transform=transform, image_size=CROP, device=dev)
+
+    splits = make_splits(picks, make)
+    return DataSplits(
+        name=info.name, num_classes=len(classes), in_channels=3, image_size=CROP,
+        mean=info.mean, std=info.std, crop_padding=0, hflip=info.hflip, classes=tuple(classes),
+        train=splits["train"], val=splits["val"], test=splits["test"], data_location=str(root),
+        **choice.describe(),
+    )

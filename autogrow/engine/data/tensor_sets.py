@@ -1,0 +1,274 @@
+"""Small data sets (MNIST, Fashion-MNIST, SVHN, CIFAR-10/100) as device-resident uint8 tensors.
+
+Each is read once with torchvision's own dataset class (gzipped idx files are decompressed once
+into a cache, official md5 sums checked) and converted to a uint8 ``N×C×H×W`` tensor on the
+training device; augmentation then runs batched on that device (:mod:`autogrow.engine.augment`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+
+from autogrow.engine.data.registry import DataError, DatasetInfo, call_torchvision
+from autogrow.engine.data.splits import (
+    DataSplits,
+    SplitChoice,
+    TensorSplit,
+    Transform,
+    make_splits,
+    pick_splits,
+)
+
+#: System folders searched for the gzipped idx files (the Debian package ``dataset-fashion-mnist``).
+SYSTEM_IDX_DIRS: dict[str, tuple[Path, ...]] = {
+    "fashionmnist": (Path("/usr/share/datasets/fashion-mnist"),),
+    "mnist": (),
+}
+
+_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+_TV_FOLDER = {"mnist": "MNIST", "fashionmnist": "FashionMNIST"}
+
+
+@attrs.frozen(eq=False)
+class _Raw:
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: tuple[str, ...]
+    location: str
+
+
+def _missing(info: DatasetInfo, data_root: Path | None, expected: str) -> DataError:
+    where = f"no data under {data_root}" if data_root is not None else "no data root given"
+    return DataError(f"{info.name}: {where}: expected {expected}; pass --data-root or --download")
+
+
+def _gzip_size(path: Path) -> int:
+    """Uncompressed size from the gzip trailer (ISIZE, mod 2**32) without decompressing."""
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        return struct.unpack("<I", f.read(4))[0]
+
+
+def _decompress_once(src: Path, dst: Path) -> None:
+    """Write ``gunzip(src)`` to ``dst`` atomically (temp + fsync + rename), unless already there."""
+    if dst.is_file() and dst.stat().st_size % (1 << 32) == _gzip_size(src):
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, gzip.open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is plain data
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _resolve_idx_root(info: DatasetInfo, data_root: Path | None, cache_dir: Path) -> Path | None:
+    """A root where torchvision's MNIST-style class finds ``<Class>/raw/<idx files>``, or None.
+
+    Order: uncompressed files under ``data_root``; gz files under ``data_root`` (in torchvision's
+    layout or flat) or a system folder, decompressed once into ``cache_dir``; a previous cache.
+    """
+    folder = _TV_FOLDER[info.name]
+    if data_root is not None and all((data_root / folder / "raw" / f).is_file() for f in _IDX_FILES):
+        return data_root
+    gz_dirs = [data_root / folder / "raw", data_root] if data_root is not None else []
+    gz_dirs += list(SYSTEM_IDX_DIRS.get(info.name, ()))
+    cache_raw = cache_dir / folder / "raw"
+    for d in gz_dirs:
+        if all((d / f"{f}.gz").is_file() for f in _IDX_FILES):
+            for f in _IDX_FILES:
+                _decompress_once(d / f"{f}.gz", cache_raw / f)
+            return cache_dir
+    if all((cache_raw / f).is_file() for f in _IDX_FILES):
+        return cache_dir
+    return None
+
+
+def _load_idx(info: DatasetInfo, data_root: Path | None, download: bool, cache_dir: Path) -> _Raw:
+    from torchvision import datasets
+
+    cls = datasets.MNIST if info.name == "mnist" else datasets.FashionMNIST
+    root = _resolve_idx_root(info, data_root, cache_dir)
+    if root is None and download:
+        root = data_root if data_root is not None else cache_dir
+    if root is None:
+        folder = _TV_FOLDER[info.name]
+        base = data_root if data_root is not None else Path("DATA_ROOT")
+        system = "".join(f" or the .gz files in {d}" for d in SYSTEM_IDX_DIRS.get(info.name, ()))
+        raise _missing(
+            info, data_root,
+            f"{base}/{folder}/raw/{{{','.join(_IDX_FILES)}}}[.gz]{system}",
+        )
+    train = call_torchvision(info, lambda: cls(str(root), train=True, download=download), root)
+    test = call_torchvision(info, lambda: cls(str(root), train=False, download=download), root)
+    return _Raw(
+        train_images=train.data.unsqueeze(1).contiguous(),
+        train_labels=train.targets.to(torch.int64),
+        test_images=test.data.unsqueeze(1).contiguous(),
+        test_labels=test.targets.to(torch.int64),
+        classes=tuple(str(c) for c in train.classes),
+        location=str(Path(root) / _TV_FOLDER[info.name] / "raw"),
+    )
+
+
+def _unverified(cls: type) -> type:
+    """The torchvision class with its md5 checks turned into existence checks (for own files)."""
+    extra: dict[str, Any] = {}
+    if hasattr(cls, "train_list"):
+        extra["train_list"] = [[f, None] for f, _ in cls.train_list]
+        extra["test_list"] = [[f, None] for f, _ in cls.test_list]
+        extra["meta"] = {**cls.meta, "md5": None}
+    if hasattr(cls, "split_list"):
+        extra["split_list"] = {k: [u, f, None] for k, (u, f, _) in cls.split_list.items()}
+    return type(cls.__name__, (cls,), extra)
+
+
+def _verify_md5(info: DatasetInfo, files: list[tuple[Path, str]]) -> None:
+    """Check the official release's md5 sums; name the files that differ."""
+    from torchvision.datasets.utils import check_integrity
+
+    bad = [p.name for p, md5 in files if p.is_file() and not check_integrity(str(p), md5)]
+    if bad:
+        raise DataError(
+            f"{info.name}: {', '.join(bad)} under {files[0][0].parent} fail the official md5 "
+            "(corrupted or not the official release); pass verify_checksums=False to use them anyway"
+        )
+
+
+def _need_root(info: DatasetInfo, data_root: Path | None, download: bool, cache_dir: Path) -> Path:
+    if data_root is not None:
+        return data_root
+    return cache_dir / info.name if download else Path("DATA_ROOT")
+
+
+def _load_cifar(
+    info: DatasetInfo, data_root: Path | None, download: bool, cache_dir: Path, verify: bool
+) -> _Raw:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if info.name == "cifar10" else datasets.CIFAR100
+    root = _need_root(info, data_root, download, cache_dir)
+    files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    base = root / cls.base_folder
+    if not download and (data_root is None or not all((base / f).is_file() for f in files)):
+        listed = (
+            "{data_batch_1..5,test_batch,batches.meta}" if info.name == "cifar10" else "{train,test,meta}"
+        )
+        raise _missing(info, data_root, f"{base}/{listed}")
+    if verify and not download:
+        _verify_md5(info, [(base / f, md5) for f, md5 in cls.train_list + cls.test_list]
+                    + [(base / cls.meta["filename"], cls.meta["md5"])])
+    tv = cls if download else _unverified(cls)  # verified above; torchvision would hash again
+    train = call_torchvision(info, lambda: tv(str(root), train=True, download=download), root)
+    test = call_torchvision(info, lambda: tv(str(root), train=False, download=download), root)
+    to_nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    return _Raw(
+        train_images=to_nchw(train.data),
+        train_labels=torch.as_tensor(train.targets, dtype=torch.int64),
+        test_images=to_nchw(test.data),
+        test_labels=torch.as_tensor(test.targets, dtype=torch.int64),
+        classes=tuple(str(c) for c in train.classes),
+        location=str(base),
+    )
+
+
+def _load_svhn(
+    info: DatasetInfo, data_root: Path | None, download: bool, cache_dir: Path, verify: bool
+) -> _Raw:
+    from torchvision import datasets
+
+    root = _need_root(info, data_root, download, cache_dir)
+    files = ["train_32x32.mat", "test_32x32.mat"]
+    if not download and (data_root is None or not all((root / f).is_file() for f in files)):
+        raise _missing(info, data_root, f"{root}/{{{','.join(files)}}}")
+    if verify and not download:
+        _verify_md5(info, [(root / f, md5) for k, (_, f, md5) in datasets.SVHN.split_list.items() if k != "extra"])
+    tv = datasets.SVHN if download else _unverified(datasets.SVHN)
+    train = call_torchvision(info, lambda: tv(str(root), split="train", download=download), root)
+    test = call_torchvision(info, lambda: tv(str(root), split="test", download=download), root)
+    return _Raw(
+        train_images=torch.from_numpy(train.data).contiguous(),
+        train_labels=torch.as_tensor(train.labels, dtype=torch.int64),
+        test_images=torch.from_numpy(test.data).contiguous(),
+        test_labels=torch.as_tensor(test.labels, dtype=torch.int64),
+        classes=tuple(str(i) for i in range(10)),
+        location=str(root),
+    )
+
+
+def _pad_images(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Zero-pad square images symmetrically to ``size`` (once, at load time)."""
+    h = images.shape[-1]
+    if size is None or size == h:
+        return images
+    if size < h or (size - h) % 2:
+        raise ValueError(f"pad_to={size} cannot be reached from {h}px by symmetric zero padding")
+    p = (size - h) // 2
+    return F.pad(images, (p, p, p, p))
+
+
+# --------------------------------------------------------------------------------------------
+# Public loader
+# --------------------------------------------------------------------------------------------
+
+
+def load_tensor_splits(
+    info: DatasetInfo,
+    root: Path | None,
+    download: bool,
+    cache: Path,
+    dev: torch.device,
+    pad_to: int | None,
+    verify_checksums: bool,
+    choice: SplitChoice,
+) -> DataSplits:
+    """Read ``info``'s files into uint8 tensors on ``dev`` and split them as ``choice`` says."""
+    if info.name in _TV_FOLDER:
+        raw = _load_idx(info, root, download, cache)
+    elif info.name.startswith("cifar"):
+        raw = _load_cifar(info, root, download, cache, verify_checksums)
+    else:
+        raw = _load_svhn(info, root, download, cache, verify_checksums)
+    picks = pick_splits(raw.train_labels, raw.test_labels, choice)
+    transform = Transform(info.mean, info.std, info.crop_padding, info.hflip)
+    sources = {"train": (raw.train_images, raw.train_labels), "test": (raw.test_images, raw.test_labels)}
+
+    def make(source: str, idx: torch.Tensor) -> TensorSplit:
+        images, labels = sources[source]
+        images = _pad_images(images.index_select(0, idx), pad_to)
+        return TensorSplit(
+            images=images.to(dev), labels=labels.index_select(0, idx).to(dev),
+            source=source, source_indices=idx, transform=transform,
+        )
+
+    splits = make_splits(picks, make)
+    return DataSplits(
+        name=info.name, num_classes=info.num_classes, in_channels=info.in_channels,
+        image_size=int(splits["train"].images.shape[-1]), mean=info.mean, std=info.std,
+        crop_padding=info.crop_padding, hflip=info.hflip, classes=raw.classes,
+        train=splits["train"], val=splits["val"], test=splits["test"],
+        data_location=raw.location, **choice.describe(),
+    )

@@ -1,0 +1,246 @@
+"""ImageNet-style folders: a persistent pool of loader workers that decodes and crops, uint8
+batches that do not depend on the worker count, and whole runs on a folder — grown, killed,
+suspended by a signal to the whole job, resumed with other worker counts, and under torchrun."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from autogrow.config import EXIT_RESUMABLE, ConfigError, LaunchOptions
+from autogrow.engine.data import DataError, eval_batches, load_dataset, resolve_workers, train_batches
+from autogrow.engine.data.image_folder import CROP, decode_rgb, eval_view, train_view
+from autogrow.events import BlockAdded, RunSuspended
+from autogrow.replay import live_events
+from autogrow.replay.verify import verify_run
+from autogrow.storage import EventLog
+from tests.conftest import autogrow_cli, write_image_folder
+from tests.test_crash import launch, wait_for_pause
+from tests.test_distributed import (
+    _descendants,
+    _final_digest,
+    _kill_everything,
+    _torchrun,
+    _wait_for_markers,
+    _wait_for_no_workers,
+)
+from tests.test_engine import comparable
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("images"))
+
+
+def _materialise(batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x.clone(), y.clone()) for x, y in batches]
+
+
+def _passes(data) -> dict[str, list]:
+    """Every kind of pass the engine makes: an epoch, a resumed epoch, each rank's share,
+    evaluation."""
+    return {
+        "epoch": _materialise(train_batches(data.train, seed=4, epoch=2, batch_size=7)),
+        "resumed": _materialise(train_batches(data.train, seed=4, epoch=3, batch_size=7,
+                                              start_step=2)),
+        "rank1": _materialise(train_batches(data.train, seed=4, epoch=2, batch_size=7,
+                                            rank=1, world_size=2)),
+        "eval": _materialise(eval_batches(data.test, 5)),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")
+def test_batches_are_bitwise_equal_for_0_2_and_3_workers(folder):
+    results = {w: _passes(load_dataset("imagenet", data_root=folder, seed=4, val_split=0.25,
+                                       workers=w))
+               for w in (0, 2, 3)}
+    reference = results[0]
+    assert [x.shape[0] for x, _ in reference["epoch"]] == [7, 7, 7, 7, 7, 1]  # 36 train images
+    x, _ = reference["epoch"][0]
+    assert x.shape == (7, 3, CROP, CROP) and x.dtype == torch.float32
+    for w in (2, 3):
+        for kind, batches in results[w].items():
+            assert len(batches) == len(reference[kind]), kind
+            for (xa, ya), (xb, yb) in zip(reference[kind], batches):
+                assert torch.equal(xa, xb) and torch.equal(ya, yb), (w, kind)
+    # rank 1's share is the second half of each one-process batch
+    for (x1, _), (x, _) in zip(reference["rank1"], reference["epoch"]):
+        assert torch.equal(x1, x[x.shape[0] - x1.shape[0]:])
+
+
+def test_a_resumed_epoch_reads_only_the_images_of_its_remaining_steps(tmp_path):
+    root = write_image_folder(tmp_path / "images", classes=2, train=10, val=2)
+    data = load_dataset("imagenet", data_root=root, seed=1, workers=2)
+    full = _materialise(train_batches(data.train, seed=1, epoch=0, batch_size=4))
+    # delete every image of the first two steps: a resume at step 2 must never open them
+    from autogrow.engine.augment import epoch_order
+    order = epoch_order(len(data.train), 1, 0)
+    rows = data.train.source_indices[order[:8]].tolist()
+    samples = data.train.reader.images.paths["train"]
+    for row in rows:
+        os.unlink(samples[row])
+    fresh = load_dataset("imagenet", data_root=root, seed=1, workers=2)
+    # the listing changed (deleted files are gone), so read through the old listing's reader
+    assert len(fresh.train) < len(data.train)
+    resumed = _materialise(train_batches(data.train, seed=1, epoch=0, batch_size=4, start_step=2))
+    assert len(resumed) == len(full) - 2
+    for (xa, ya), (xb, yb) in zip(full[2:], resumed):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    with pytest.raises(DataError, match=r"cannot read image .*class\d/\d+\.(jpg|png): No such file"):
+        _materialise(train_batches(data.train, seed=1, epoch=0, batch_size=4))
+
+
+def test_the_views_are_the_standard_imagenet_transforms(folder):
+    """Eval: Resize(256) + CenterCrop(224); train: RandomResizedCrop's own box + flip from the
+    sample's seed — compared with torchvision's PIL transforms (the resize kernels differ by at
+    most a few grey levels at edges)."""
+    from PIL import Image
+    from torchvision import transforms as T
+    from torchvision.transforms import functional as TF
+
+    path = next((folder / "val" / "class1").glob("*.jpg"))
+    image = decode_rgb(str(path))
+    pil = Image.open(path).convert("RGB")
+    assert torch.equal(image, TF.pil_to_tensor(pil))  # same libjpeg-turbo decode
+    reference = TF.pil_to_tensor(T.CenterCrop(224)(T.Resize(256)(pil))).float()
+    ours = eval_view(image)[0].float()
+    assert ours.shape == reference.shape == (3, 224, 224)
+    assert (ours - reference).abs().mean() < 1.0
+
+    torch.manual_seed(123)
+    box = T.RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3])
+    flip = bool(torch.rand(()) < 0.5)
+    crop = TF.resized_crop(pil, *box, [224, 224])
+    expected = TF.pil_to_tensor(TF.hflip(crop) if flip else crop).float()
+    assert (train_view(image, 123, hflip=True)[0].float() - expected).abs().mean() < 1.0
+    unflipped = TF.pil_to_tensor(crop).float()
+    assert (train_view(image, 123, hflip=False)[0].float() - unflipped).abs().mean() < 1.0
+
+
+def test_an_unreadable_image_is_a_data_error_naming_it(tmp_path):
+    root = write_image_folder(tmp_path / "images", classes=2, train=3, val=2)
+    bad = root / "val" / "class0" / "1.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    for workers in (0, 2):
+        data = load_dataset("imagenet", data_root=root, workers=workers)
+        with pytest.raises(DataError, match=f"cannot decode image {bad}"):
+            _materialise(eval_batches(data.test, 4))
+
+
+def test_one_pool_lives_across_epochs_and_splits(folder):
+    data = load_dataset("imagenet", data_root=folder, seed=0, workers=2)
+    before = set(_descendants(os.getpid()))
+    seen = []
+    for epoch in range(3):
+        _materialise(train_batches(data.train, seed=0, epoch=epoch, batch_size=8))
+        _materialise(eval_batches(data.val, 8))
+        seen.append(set(_descendants(os.getpid())) - before)
+    assert len(seen[0]) == 2 and seen[0] == seen[1] == seen[2]
+
+
+def test_auto_workers_share_the_cores_between_local_processes(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert resolve_workers("auto") == 8  # capped
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert resolve_workers("auto") == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert resolve_workers("auto") == 1  # never fewer than one worker
+    assert resolve_workers(0) == 0 and resolve_workers(3) == 3
+    assert LaunchOptions(workers="AUTO").workers == "auto"
+    assert LaunchOptions.from_mapping({"workers": "2"}).workers == 2
+    for bad in ("-1", "many", 1.5):
+        with pytest.raises(ConfigError, match="workers"):
+            LaunchOptions(workers=bad)
+
+
+# ------------------------------------------------------------------ whole runs on a folder
+
+STEPS = 5  # training steps per epoch below: 36 train images (75 % of 48), batch 8
+
+
+def _grow_flags(folder: Path, run_dir: Path) -> list[str]:
+    return ["grow", "--dataset", "imagenet", "--data-root", str(folder), "--family",
+            "basic4resnet", "--width", "0.125", "--interval", "1", "--stop-window", "2",
+            "--tau", "100", "--max-growth-epochs", "3", "--finetune-epochs", "2",
+            "--batch-size", "8", "--val-split", "0.25", "--run-dir", str(run_dir)]
+
+
+def _events(run_dir: Path):
+    with EventLog.open(run_dir, readonly=True) as log:
+        return [ev for _, ev in live_events(log.records)]
+
+
+@pytest.fixture(scope="module")
+def folder_run(folder, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("folder-run") / "run"
+    autogrow_cli(*_grow_flags(folder, run_dir), "--workers", "2", check=True)
+    return run_dir
+
+
+def test_grow_on_an_image_folder_grows_finishes_and_verifies(folder_run):
+    events = _events(folder_run)
+    assert sum(isinstance(e, BlockAdded) for e in events) >= 1
+    finished = events[-1]
+    assert finished.TYPE == "run_finished" and finished.arch != "1-1-1-1"
+    assert events[0].config["dataset"] == "imagenet" and "workers" not in events[0].config
+    assert verify_run(folder_run).ok
+
+
+def test_kill_and_a_signal_to_the_whole_job_then_resume_with_other_worker_counts(
+        folder, folder_run, tmp_path):
+    """SIGKILL mid-epoch (run and workers), resume in-process (0 workers) until a SIGTERM to the
+    whole process group (workers included, as SLURM delivers it) suspends it with exit 75, then
+    the same command with 3 workers finishes with the uninterrupted run's weights."""
+    run_dir = tmp_path / "run"
+    command = [*_grow_flags(folder, run_dir), "--resume-if-exists"]
+    first = launch([*command, "--workers", "2"], {"AUTOGROW_TEST_PAUSE_AT_STEP": str(STEPS + 2)})
+    try:
+        assert wait_for_pause(first), "the run ended before the step it should be killed at"
+    finally:
+        _kill_everything(first)
+    _wait_for_no_workers(first)
+
+    second = launch([*command, "--workers", "0"], {"AUTOGROW_TEST_PAUSE_AT_STEP": str(STEPS + 3)},
+                    start_new_session=True)
+    try:
+        assert wait_for_pause(second), "the resumed run ended before the step it should stop at"
+        os.killpg(second.pid, signal.SIGTERM)
+        assert second.wait(timeout=300) == EXIT_RESUMABLE, second.stderr.read().decode()
+    finally:
+        _kill_everything(second)
+    assert _events(run_dir)[-1] == RunSuspended(signal="TERM", epoch=2, step=3)
+
+    third = launch([*command, "--workers", "3"], {})
+    assert third.wait(timeout=600) == 0, third.stderr.read().decode()
+    assert _final_digest(run_dir) == _final_digest(folder_run)
+    assert comparable(run_dir) == comparable(folder_run)
+    assert verify_run(run_dir).ok
+
+
+def test_torchrun_two_processes_on_a_folder_and_a_kill_resume_to_the_same_weights(folder, tmp_path):
+    flags = ["--finetune-epochs", "1", "--workers", "1"]
+    whole = tmp_path / "whole"
+    proc = _torchrun(2, *_grow_flags(folder, whole), *flags)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert sum(isinstance(e, BlockAdded) for e in _events(whole)) >= 1
+    assert verify_run(whole).ok
+
+    killed = tmp_path / "killed"
+    proc = _torchrun(2, *_grow_flags(folder, killed), *flags,
+                     env_extra={"AUTOGROW_TEST_PAUSE_AT_STEP": str(STEPS + 2)})
+    try:
+        _wait_for_markers(proc, 2)
+    finally:
+        _kill_everything(proc)
+    _wait_for_no_workers(proc)
+    again = _torchrun(2, "resume", str(killed), "--workers", "1")
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    assert _final_digest(killed) == _final_digest(whole)
+    assert verify_run(killed).ok
