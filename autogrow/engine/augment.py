@@ -90,7 +90,8 @@ def normalize(
     """uint8 ``N×C×H×W`` (any memory format) → ``(x/255 - mean)/std`` in ``dtype`` and the asked
     layout (the ToTensor+Normalize of torchvision)."""
     m, s = _stats(tuple(mean), tuple(std), images.device)
-    out = ((images.to(torch.float32) / 255.0 - m) / s).to(dtype)
+    # in place on one float copy: the same operations (so the same bits) in half the time
+    out = images.to(torch.float32, copy=True).div_(255.0).sub_(m).div_(s).to(dtype)
     return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 

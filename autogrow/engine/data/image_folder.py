@@ -17,6 +17,7 @@ and then shuts them down).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import weakref
@@ -167,11 +168,28 @@ class FolderImages(torch.utils.data.Dataset):
         out = torch.empty((len(keys), 3, CROP, CROP), dtype=torch.uint8,
                           memory_format=torch.channels_last)
         labels = torch.empty(len(keys), dtype=torch.int64)
-        for i, (source, row, seed) in enumerate(keys):
-            image = decode_rgb(self.paths[source][row])
-            out[i] = (train_view(image, seed, self.hflip) if seed >= 0 else eval_view(image))[0]
-            labels[i] = self.labels[source][row]
+        with _one_thread():
+            for i, (source, row, seed) in enumerate(keys):
+                image = decode_rgb(self.paths[source][row])
+                out[i] = (train_view(image, seed, self.hflip) if seed >= 0 else eval_view(image))[0]
+                labels[i] = self.labels[source][row]
         return out, labels
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One torch thread for per-image work in the training process (``workers=0``): the ops on
+    one image are too small to split, and split across a busy core they ran 10-20× slower here.
+    Loader workers already run on one thread."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
