@@ -71,6 +71,9 @@ _HELP = {
     "device": "auto picks CUDA when present",
     "precision": "auto picks the fastest safe choice for the device",
     "channels_last": "use the channels_last memory format",
+    "deterministic": "bit-exact kernels, so a resumed run equals an uninterrupted one (free on "
+                     "CPU; on CUDA slower kernels and no cuDNN autotuning; --no-deterministic "
+                     "trades exact resume for speed)",
     "threads": "CPU threads (0 = torch's default); recorded, restored on resume",
     "snapshot_keep": "latest snapshots kept; older ones (not growth points) are deleted as the "
                      "run goes, each deletion logged",

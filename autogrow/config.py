@@ -84,6 +84,7 @@ class RunConfig:
     device: str = attrs.field(default="auto", validator=_choice("device", DEVICES))
     precision: str = attrs.field(default="auto", validator=_choice("precision", PRECISIONS))
     channels_last: bool = True
+    deterministic: bool = True             # bit-exact kernels (exact resume); off: CUDA autotuning
     threads: int = 0                       # torch CPU threads, 0 = torch's default (recorded)
     snapshot_keep: int = 3                 # latest non-growth snapshots kept by `prune`
     snapshot_every_steps: int = 0          # also snapshot inside an epoch, 0 = epoch ends only

@@ -61,7 +61,6 @@ class GrowableNet(nn.Module):
             channels = blocks[0].out_channels
             blocks += [spec.block(channels, planes, 1) for _ in range(depth - 1)]
             self.stages.append(nn.Sequential(*blocks))
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(channels, self.num_classes)
 
     # -- description ---------------------------------------------------------------------------
@@ -97,7 +96,8 @@ class GrowableNet(nn.Module):
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
-        return self.head(torch.flatten(self.pool(x), 1))
+        # global average pool as a mean: AdaptiveAvgPool2d has no deterministic CUDA backward
+        return self.head(x.mean(dim=(2, 3)))
 
     # -- growth --------------------------------------------------------------------------------
     def grow(

@@ -8,6 +8,8 @@ CUDA, bf16 where supported, else fp16 with a grad scaler.
 from __future__ import annotations
 
 import contextlib
+import os
+
 import attrs
 import torch
 
@@ -24,6 +26,7 @@ class Execution:
     precision: str  # fp32 | bf16 | fp16
     channels_last: bool
     threads: int
+    deterministic: bool = True
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
@@ -38,7 +41,8 @@ class Execution:
 
     def describe(self) -> dict[str, object]:
         return {"device": str(self.device), "precision": self.precision,
-                "channels_last": self.channels_last, "threads": self.threads}
+                "channels_last": self.channels_last, "threads": self.threads,
+                "deterministic": self.deterministic}
 
 
 def _cpu_has_fast_bf16() -> bool:
@@ -48,7 +52,8 @@ def _cpu_has_fast_bf16() -> bool:
     return any(bool(check()) for check in checks if check is not None)
 
 
-def resolve_execution(device: str, precision: str, channels_last: bool, threads: int) -> Execution:
+def resolve_execution(device: str, precision: str, channels_last: bool, threads: int,
+                      deterministic: bool = True) -> Execution:
     """Turn the config's ``device``/``precision``/``threads`` into concrete settings."""
     if device == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,15 +74,22 @@ def resolve_execution(device: str, precision: str, channels_last: bool, threads:
     if threads > 0:
         torch.set_num_threads(threads)
     return Execution(device=dev, precision=precision, channels_last=channels_last,
-                     threads=torch.get_num_threads())
+                     threads=torch.get_num_threads(), deterministic=deterministic)
 
 
 def make_deterministic(execution: Execution) -> None:
-    """Bit-reproducible kernels: required on CPU for resume to be bit-identical (DESIGN §5)."""
-    if execution.device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
-        # That also NaN-fills every new tensor, a debugging aid that cost 7–9 % of CPU
-        # throughput with identical results (benchmarks/RESULTS.md).
-        torch.utils.deterministic.fill_uninitialized_memory = False
-    else:
-        torch.backends.cudnn.benchmark = True
+    """Bit-reproducible kernels, which exact resume and the audit rely on (DESIGN §5): on CPU
+    they cost nothing measurable; on CUDA they turn cuDNN autotuning off and pick deterministic
+    (sometimes slower) kernels, and cuBLAS gets a fixed workspace. ``deterministic=False``
+    (CUDA speed first) autotunes instead: a resumed run is then close to, not equal to, an
+    uninterrupted one."""
+    torch.use_deterministic_algorithms(execution.deterministic)
+    # Deterministic mode also NaN-fills every new tensor, a debugging aid that cost 7–9 % of
+    # CPU throughput with identical results (benchmarks/RESULTS.md).
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    if execution.device.type == "cuda":
+        if execution.deterministic:
+            # read when cuBLAS starts: before the first matmul on the device
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = execution.deterministic
+        torch.backends.cudnn.benchmark = not execution.deterministic

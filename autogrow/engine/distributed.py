@@ -27,10 +27,13 @@ class Dist:
     # A gloo group for small host-side agreements (stop requests) that must not wait on the GPU;
     # None = the default group (gloo already, on CPU).
     control: Any = attrs.field(default=None, eq=False, repr=False)
+    # Started by torchrun: collectives run even for one process (`--nproc_per_node 1` exercises
+    # the very code paths, NCCL included, that several processes use).
+    launched: bool = False
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.launched or self.world_size > 1
 
     @property
     def is_main(self) -> bool:
@@ -41,7 +44,8 @@ SINGLE = Dist()
 
 
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """torchrun (or a launcher like it) describes a process group in the environment."""
+    return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
 def init_from_env(device: str) -> Dist:
@@ -57,7 +61,7 @@ def init_from_env(device: str) -> Dist:
     comm_device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
     control = dist.new_group(backend="gloo") if use_cuda else None
     return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), device=comm_device,
-                control=control)
+                control=control, launched=True)
 
 
 def shutdown(group: Dist) -> None:

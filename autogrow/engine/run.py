@@ -462,7 +462,7 @@ def _prepare(config: RunConfig, group: Dist = SINGLE, *, arch: str | None = None
     Everything here can fail on bad input (no device, no data) before the caller writes a byte.
     """
     execution = resolve_execution(config.device, config.precision, config.channels_last,
-                                  config.threads)
+                                  config.threads, config.deterministic)
     make_deterministic(execution)
     torch.manual_seed(config.seed)  # the global RNG is in every snapshot: start it from the seed
     data = load_data(config, execution, workers)
