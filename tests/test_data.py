@@ -82,7 +82,7 @@ def test_fashion_mnist_normalisation_constants_match_the_data(fmnist):
 
 @needs_fmnist
 def test_fashion_mnist_cache_written_once_outside_system_and_package(fmnist, fmnist_cache):
-    raw = fmnist_cache / "FashionMNIST" / "raw"
+    raw, = fmnist_cache.glob("gunzip-*/FashionMNIST/raw")  # one folder per source
     stamps = {f: (raw / f).stat().st_mtime_ns for f in IDX}
     again = load_dataset("Fashion-MNIST", cache_dir=fmnist_cache, seed=3)
     assert {f: (raw / f).stat().st_mtime_ns for f in IDX} == stamps
@@ -121,8 +121,8 @@ def _idx_labels(a: np.ndarray) -> bytes:
     return struct.pack(">II", 0x801, len(a)) + a.astype(np.uint8).tobytes()
 
 
-def _write_mnist(folder: Path, *, gz: bool, n_train: int = 50, n_test: int = 20) -> None:
-    rng = np.random.default_rng(0)
+def _write_mnist(folder: Path, *, gz: bool, n_train: int = 50, n_test: int = 20, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     blobs = {
         "train-images-idx3-ubyte": _idx_images(rng.integers(0, 256, (n_train, 28, 28))),
@@ -150,7 +150,22 @@ def test_mnist_from_flat_gz_files_goes_through_cache(tmp_path):
     _write_mnist(tmp_path / "gz", gz=True)
     d = load_dataset("mnist", data_root=tmp_path / "gz", cache_dir=tmp_path / "cache", pad_to=None)
     assert d.image_size == 28 and len(d.test) == 20
-    assert sorted(os.listdir(tmp_path / "cache" / "MNIST" / "raw")) == sorted(IDX)
+    raw, = (tmp_path / "cache").glob("gunzip-*/MNIST/raw")
+    assert sorted(os.listdir(raw)) == sorted(IDX)
+
+
+def test_two_sources_with_same_size_files_never_share_a_cache(tmp_path):
+    """Regression: the cache once held one decompressed copy per data set, reused whenever the
+    sizes matched, so a second data root of the same shape was served the first one's images."""
+    cache = tmp_path / "cache"
+    for name, seed in (("a", 1), ("b", 2)):
+        _write_mnist(tmp_path / name, gz=True, seed=seed)
+    a = load_dataset("mnist", data_root=tmp_path / "a", cache_dir=cache, val_split=0.2)
+    b = load_dataset("mnist", data_root=tmp_path / "b", cache_dir=cache, val_split=0.2)
+    assert not torch.equal(a.test.images, b.test.images)
+    _write_mnist(tmp_path / "a", gz=True, seed=2)  # same source, new content of the same size
+    again = load_dataset("mnist", data_root=tmp_path / "a", cache_dir=cache, val_split=0.2)
+    assert torch.equal(again.test.images, b.test.images)
 
 
 def test_mnist_missing_names_expected_files(tmp_path):

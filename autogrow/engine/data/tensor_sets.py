@@ -8,6 +8,7 @@ training device; augmentation then runs batched on that device (:mod:`autogrow.e
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 import struct
@@ -67,9 +68,13 @@ def _gzip_size(path: Path) -> int:
 
 
 def _decompress_once(src: Path, dst: Path) -> None:
-    """Write ``gunzip(src)`` to ``dst`` atomically (temp + fsync + rename), unless already there."""
-    if dst.is_file() and dst.stat().st_size % (1 << 32) == _gzip_size(src):
-        return
+    """Write ``gunzip(src)`` to ``dst`` atomically (temp + fsync + rename), unless ``dst`` is
+    already that: the same size, written after ``src`` last changed."""
+    if dst.is_file():
+        st = dst.stat()
+        if (st.st_size % (1 << 32) == _gzip_size(src)
+                and st.st_mtime_ns >= src.stat().st_mtime_ns):
+            return
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
     try:
@@ -89,19 +94,22 @@ def _resolve_idx_root(info: DatasetInfo, data_root: Path | None, cache_dir: Path
     """A root where torchvision's MNIST-style class finds ``<Class>/raw/<idx files>``, or None.
 
     Order: uncompressed files under ``data_root``; gz files under ``data_root`` (in torchvision's
-    layout or flat) or a system folder, decompressed once into ``cache_dir``; a previous cache.
+    layout or flat) or a system folder, decompressed once into a folder of ``cache_dir`` kept for
+    that source (two sources never share decompressed files); what ``--download`` put in
+    ``cache_dir``.
     """
     folder = _TV_FOLDER[info.name]
     if data_root is not None and all((data_root / folder / "raw" / f).is_file() for f in _IDX_FILES):
         return data_root
     gz_dirs = [data_root / folder / "raw", data_root] if data_root is not None else []
     gz_dirs += list(SYSTEM_IDX_DIRS.get(info.name, ()))
-    cache_raw = cache_dir / folder / "raw"
     for d in gz_dirs:
         if all((d / f"{f}.gz").is_file() for f in _IDX_FILES):
+            root = cache_dir / f"gunzip-{hashlib.sha256(str(d.resolve()).encode()).hexdigest()[:12]}"
             for f in _IDX_FILES:
-                _decompress_once(d / f"{f}.gz", cache_raw / f)
-            return cache_dir
+                _decompress_once(d / f"{f}.gz", root / folder / "raw" / f)
+            return root
+    cache_raw = cache_dir / folder / "raw"
     if all((cache_raw / f).is_file() for f in _IDX_FILES):
         return cache_dir
     return None
