@@ -244,3 +244,27 @@ def test_torchrun_two_processes_on_a_folder_and_a_kill_resume_to_the_same_weight
     assert again.returncode == 0, out
     assert _final_digest(killed) == _final_digest(whole)
     assert verify_run(killed).ok
+
+
+
+def test_gpu_runs_get_pixels_that_normalise_to_the_cpu_runs_input(folder):
+    """A CUDA run ships uint8 and normalises on the device; a CPU run gets its input normalised
+    by the workers: both are the same numbers (the uint8 path checked here on the CPU)."""
+    import attrs
+
+    from autogrow.engine.data.image_folder import FolderImages, FolderReader
+
+    data = load_dataset("imagenet", data_root=folder, seed=2, workers=2)
+    cpu = data.train.reader.images
+    assert cpu.stats is not None  # a CPU run: normalised on the workers
+    samples = {src: [(table[i], int(cpu.labels[src][i])) for i in range(len(table))]
+               for src, table in cpu.paths.items()}
+    pixels = FolderImages(samples, cpu.hflip, stats=None)  # what a CUDA run's workers make
+    x, _ = pixels.__getitems__([("train", 0, 7), ("test", 1, -1)])
+    assert x.dtype == torch.uint8 and x.is_contiguous(memory_format=torch.channels_last)
+    gpu_like = attrs.evolve(data.train, reader=FolderReader(pixels, workers=2, pin_memory=False))
+    a = _materialise(train_batches(data.train, seed=2, epoch=1, batch_size=9))
+    b = _materialise(train_batches(gpu_like, seed=2, epoch=1, batch_size=9))
+    assert len(a) == len(b) > 1
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

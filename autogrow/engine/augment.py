@@ -86,13 +86,16 @@ def normalize(
     *,
     dtype: torch.dtype = torch.float32,
     channels_last: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """uint8 ``N×C×H×W`` (any memory format) → ``(x/255 - mean)/std`` in ``dtype`` and the asked
-    layout (the ToTensor+Normalize of torchvision)."""
+    layout (the ToTensor+Normalize of torchvision). ``out``: a float32 buffer of the same shape
+    to compute in (e.g. in shared memory); returned when ``dtype`` and layout allow."""
     m, s = _stats(tuple(mean), tuple(std), images.device)
     # in place on one float copy: the same operations (so the same bits) in half the time
-    out = images.to(torch.float32, copy=True).div_(255.0).sub_(m).div_(s).to(dtype)
-    return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    x = out.copy_(images) if out is not None else images.to(torch.float32, copy=True)
+    x = x.div_(255.0).sub_(m).div_(s).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def crop_and_flip(images: torch.Tensor, params: AugmentParams, padding: int) -> torch.Tensor:

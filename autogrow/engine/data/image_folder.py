@@ -1,12 +1,14 @@
 """ImageNet-style data on disk (``ROOT/{train,val}/<class>/<image>``), read by a persistent pool.
 
 Each image is decoded (TorchCodec's libjpeg-turbo decoder, the successor of torchvision.io's;
-PIL for formats it does not read), cropped and resized to ``CROP``×``CROP`` on a ``DataLoader`` worker, and batches cross
-to the training device as uint8 — a quarter of float32's bytes; conversion and normalisation run
-there, as for the tensor-resident data sets. Train crops are the standard RandomResizedCrop
-(scale 0.08–1, ratio 3/4–4/3) + horizontal flip, eval crops the standard Resize(256) +
-CenterCrop(224); the resize is torch's antialiased bilinear on channels-last uint8 pixels, which
-matches PIL's to within one grey level and ran 1.7× faster than PIL here (benchmarks/RESULTS.md).
+PIL for formats it does not read), cropped and resized to ``CROP``×``CROP`` on a ``DataLoader``
+worker, and batches cross to a GPU as uint8 — a quarter of float32's bytes — to be converted and
+normalised there, as the tensor-resident data sets are; for a CPU run the workers normalise too
+(same operations, same bits), so the training process only receives its input. Train crops are
+the standard RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3) + horizontal flip, eval crops the
+standard Resize(256) + CenterCrop(224); the resize is torch's antialiased bilinear on
+channels-last uint8 pixels, which matches PIL's to within one grey level and was faster than
+PIL here (benchmarks/RESULTS.md §7).
 
 Every sample's crop and flip come from a generator seeded by ``(seed, epoch, position)``, so a
 batch is the same whatever the number of workers or processes, and a resumed epoch reads only
@@ -148,14 +150,18 @@ class _PathTable:
 
 
 class FolderImages(torch.utils.data.Dataset):
-    """The train and test folders' images by :data:`Key`; a batch of keys becomes one uint8
-    ``N×3×CROP×CROP`` tensor (channels-last) and its int64 labels."""
+    """The train and test folders' images by :data:`Key`; a batch of keys becomes one
+    channels-last ``N×3×CROP×CROP`` tensor and its int64 labels: uint8 pixels, or, given
+    ``stats`` (mean, std), the normalised float32 input itself — for a CPU run, whose "device"
+    is the CPU: there are no bytes to save on a wire, and the workers' cores do the work."""
 
-    def __init__(self, samples: dict[str, list[tuple[str, int]]], hflip: bool) -> None:
+    def __init__(self, samples: dict[str, list[tuple[str, int]]], hflip: bool,
+                 stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> None:
         self.paths = {src: _PathTable([p for p, _ in rows]) for src, rows in samples.items()}
         self.labels = {src: torch.tensor([c for _, c in rows], dtype=torch.int64)
                        for src, rows in samples.items()}
         self.hflip = hflip
+        self.stats = stats
 
     def __len__(self) -> int:
         return sum(len(t) for t in self.paths.values())
@@ -165,15 +171,27 @@ class FolderImages(torch.utils.data.Dataset):
         return x[0], y[0]
 
     def __getitems__(self, keys: list[Key]) -> tuple[torch.Tensor, torch.Tensor]:
-        out = torch.empty((len(keys), 3, CROP, CROP), dtype=torch.uint8,
-                          memory_format=torch.channels_last)
+        pixels = _batch_buffer(len(keys), torch.uint8, shared=self.stats is None)
         labels = torch.empty(len(keys), dtype=torch.int64)
         with _one_thread():
             for i, (source, row, seed) in enumerate(keys):
                 image = decode_rgb(self.paths[source][row])
-                out[i] = (train_view(image, seed, self.hflip) if seed >= 0 else eval_view(image))[0]
+                pixels[i] = (train_view(image, seed, self.hflip) if seed >= 0 else eval_view(image))[0]
                 labels[i] = self.labels[source][row]
-        return out, labels
+            if self.stats is None:
+                return pixels, labels
+            out = _batch_buffer(len(keys), torch.float32, shared=True)
+            return normalize(pixels, *self.stats, channels_last=True, out=out), labels
+
+
+def _batch_buffer(n: int, dtype: torch.dtype, *, shared: bool) -> torch.Tensor:
+    """A channels-last ``n×3×CROP×CROP`` tensor; ``shared`` and inside a loader worker, in shared
+    memory (as torch's default collate allocates), so handing it over copies nothing."""
+    shape = (n, 3, CROP, CROP)
+    if not shared or torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype, memory_format=torch.channels_last)
+    storage = torch.UntypedStorage._new_shared(n * 3 * CROP * CROP * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape, (3 * CROP * CROP, 1, CROP * 3, 3))
 
 
 @contextlib.contextmanager
@@ -296,8 +314,12 @@ class FolderReader:
             except DataError as exc:  # from a worker: one line, not the worker's traceback
                 raise DataError(str(exc).strip().splitlines()[-1].split("DataError: ", 1)[-1]) from None
             x = x.to(dev, non_blocking=True)
-            yield (normalize(x, tf.mean, tf.std, dtype=dtype, channels_last=channels_last),
-                   y.to(dev, non_blocking=True))
+            if x.dtype == torch.uint8:  # pixels: normalised here, on the training device
+                x = normalize(x, tf.mean, tf.std, dtype=dtype, channels_last=channels_last)
+            else:  # normalised by the workers (a CPU run)
+                layout = torch.channels_last if channels_last else torch.contiguous_format
+                x = x.to(dtype).contiguous(memory_format=layout)
+            yield x, y.to(dev, non_blocking=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,7 +353,8 @@ def load_folder_splits(
     test_classes, test_samples = _list_folder(info, root / "val")
     if classes != test_classes:
         raise DataError(f"{info.name}: class folders of {root}/train and {root}/val differ")
-    images = FolderImages({"train": train_samples, "test": test_samples}, info.hflip)
+    images = FolderImages({"train": train_samples, "test": test_samples}, info.hflip,
+                          (info.mean, info.std) if dev.type == "cpu" else None)
     reader = FolderReader(images, workers, pin_memory=dev.type == "cuda")
     picks = pick_splits(images.labels["train"], images.labels["test"], choice)
     transform = Transform(info.mean, info.std, 0, info.hflip)
