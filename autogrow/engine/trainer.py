@@ -61,7 +61,8 @@ class Trainer:
             return self.net
         from torch.nn.parallel import DistributedDataParallel
 
-        ids = [self.execution.device.index] if self.execution.device.type == "cuda" else None
+        # this process's GPU by number (init_from_env selected it; "cuda" alone has no index)
+        ids = [self.group.device.index] if self.group.device.type == "cuda" else None
         return DistributedDataParallel(self.net, device_ids=ids)
 
     # -- construction ---------------------------------------------------------------------
