@@ -232,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_config(config: RunConfig) -> None:
+    if config.val_source == "test":
+        print("# NOTE: growth and stop decisions use the TEST set (val_source = \"test\", the "
+              "paper's protocol, which the paper-* presets follow), so the reported test accuracy "
+              "is not a held-out estimate; --val-source train decides on a held-out split "
+              "instead", flush=True)
     print("# resolved config")
     print(tomli_w.dumps({"run": config.to_dict()}), end="", flush=True)
 

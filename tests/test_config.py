@@ -38,7 +38,10 @@ def test_automatic_values_are_made_explicit():
     assert resolve_config(None, None, {"family": "plain3net"}).lr == 0.01
     assert resolve_config(None, None, {"family": "basic4resnet"}).seed_arch == "1-1-1-1"
     scaled = resolve_config("paper-cifar10", None, {"subset": 0.25})
-    assert (scaled.interval, scaled.stop_window, scaled.scale_with_subset) == (12, 400, False)
+    # the paper (A.0.3) divides K by the data fraction, not J
+    assert (scaled.interval, scaled.stop_window, scaled.scale_with_subset) == (12, 100, False)
+    short = resolve_config(None, None, {"subset": 0.1, "interval": 3, "stop_window": 6})
+    assert (short.interval, short.stop_window) == (30, 30)  # J still covers K epochs
     assert resolve_config(None, None, {"subset": 0.5, "scale_with_subset": False}).interval == 3
 
 
@@ -67,3 +70,14 @@ def test_registries_agree_with_the_networks():
 def test_every_preset_is_valid():
     for name in PRESETS:
         assert isinstance(resolve_config(name), RunConfig)
+
+
+@pytest.mark.parametrize("name", ["paper-mnist", "paper-fashionmnist", "paper-svhn",
+                                  "paper-cifar10", "paper-cifar100", "paper-imagenet"])
+def test_paper_presets_decide_on_the_test_set_with_the_whole_training_set(name):
+    """As the original code: decisions on the test set, all training images (issue 12 item 1);
+    small data sets fine-tune 200 epochs, its default (item 2)."""
+    config = resolve_config(name)
+    assert config.val_source == "test" and config.subset == 1.0
+    assert config.finetune_epochs == (90 if name == "paper-imagenet" else 200)
+    assert resolve_config(None).val_source == "train"  # everywhere else: a held-out split
