@@ -57,6 +57,8 @@ _HELP = {
     "momentum": "SGD momentum",
     "weight_decay": "SGD weight decay",
     "batch_size": "training batch size",
+    "lr_milestones": "fractions of each phase (fine-tuning, a c-AutoGrow interval, `train`) "
+                     "where the LR drops x0.1, e.g. 1/3,2/3 (ImageNet's 30/60 of 90); '' = none",
     "reset_momentum": "drop optimizer momentum at each growth",
     "adam_init_epochs": "AdamInit epoch cap",
     "dataset": "data set to train on",

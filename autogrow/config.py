@@ -68,6 +68,7 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
+    lr_milestones: str = "1/2,3/4"         # fractions of a phase where the LR drops x0.1
     reset_momentum: bool = False           # drop optimizer momentum at each growth
     adam_init_epochs: int = 10             # AdamInit's cap
     # data
@@ -203,15 +204,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 # (the original's default N is 200 for small data sets, x0.1 at 1/2 and 3/4). As in the original
 # code, decisions use the test set and training uses the whole training set (val_source "test").
 _PAPER_SMALL = dict(policy="periodic", interval=3, stop_window=100, tau=0.05, finetune_epochs=200,
-                    batch_size=128, weight_decay=5e-4, initializer="gau", val_source="test")
+                    batch_size=128, weight_decay=5e-4, initializer="gau", val_source="test",
+                    precision="fp32")
 for _name, _family in (("mnist", "plain3net"), ("fashionmnist", "basic3resnet"),
                        ("svhn", "plain4net"), ("cifar10", "basic3resnet"),
                        ("cifar100", "basic4resnet")):
     PRESETS[f"paper-{_name}"] = dict(_PAPER_SMALL, dataset=_name, family=_family)
 PRESETS["paper-imagenet"] = dict(
     policy="periodic", interval=3, stop_window=30, tau=0.05, finetune_epochs=90, batch_size=256,
+    lr_milestones="1/3,2/3",  # epochs 30 and 60 of 90, as the original's ImageNet schedule
     weight_decay=1e-4, initializer="gau", dataset="imagenet", family="basic4resnet",
-    val_source="test",
+    val_source="test", precision="fp32",
 )
 
 

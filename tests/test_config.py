@@ -79,5 +79,12 @@ def test_paper_presets_decide_on_the_test_set_with_the_whole_training_set(name):
     small data sets fine-tune 200 epochs, its default (item 2)."""
     config = resolve_config(name)
     assert config.val_source == "test" and config.subset == 1.0
+    assert config.precision == "fp32"  # as the authors ran (their GPUs and PyTorch predate TF32)
+    assert config.lr_milestones == ("1/3,2/3" if name == "paper-imagenet" else "1/2,3/4")
     assert config.finetune_epochs == (90 if name == "paper-imagenet" else 200)
     assert resolve_config(None).val_source == "train"  # everywhere else: a held-out split
+
+
+def test_bad_lr_milestones_are_a_config_error():
+    with pytest.raises(ValueError, match="lr_milestones"):
+        resolve_config("smoke", overrides={"lr_milestones": "3/4,1/2"})

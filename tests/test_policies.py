@@ -33,6 +33,7 @@ from autogrow.policies import (
     init_seed,
     learning_rate,
 )
+from autogrow.policies.schedule import parse_milestones
 
 
 def _epoch(state: GrowthState, val_acc: float) -> EpochCompleted:
@@ -231,6 +232,20 @@ def test_learning_rate_schedules():
     assert conv == pytest.approx([0.1, 0.1, 0.01, 0.001] * 2)
     fine = [learning_rate(0.1, "periodic", "finetune", i, 3, 8) for i in range(8)]
     assert fine == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+
+
+def test_lr_milestones_are_exact_fractions_of_the_phase():
+    """ImageNet's schedule drops at epochs 30 and 60 of 90 (1/3 in floating point would give
+    29); '' keeps the LR constant; bad lists are refused."""
+    thirds = parse_milestones("1/3,2/3")
+    lrs = [learning_rate(0.1, "periodic", "finetune", i, 3, 90, thirds) for i in range(90)]
+    drops = [i for i in range(1, 90) if lrs[i] < lrs[i - 1]]
+    assert drops == [30, 60]
+    assert parse_milestones("0.5,0.75") == parse_milestones("1/2,3/4")
+    assert learning_rate(0.1, "convergent", "grow", 5, 3, 8, ()) == 0.1
+    for bad in ("3/4,1/2", "0,1/2", "1", "half"):
+        with pytest.raises(ValueError, match="lr_milestones"):
+            parse_milestones(bad)
 
 
 def test_policy_core_imports_no_torch():

@@ -267,7 +267,8 @@ class Run:
         growing = st.phase is Phase.GROWING
         phase = "grow" if growing else "finetune"
         index = st.grow_epochs if growing else st.finetune_epochs
-        lr = learning_rate(cfg.lr, cfg.policy, phase, index, cfg.interval, cfg.finetune_epochs)
+        lr = learning_rate(cfg.lr, cfg.policy, phase, index, cfg.interval, cfg.finetune_epochs,
+                           self.state.cfg.lr_milestones)
         epoch = st.epoch + 1
         start_step, progress = self.resume_progress or (0, None)
         self.resume_progress = None

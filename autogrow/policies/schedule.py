@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 
-def staircase(base_lr: float, index: int, length: int) -> float:
-    """``base_lr`` ×0.1 at ½ and again at ¾ of ``length`` epochs (``index`` counts from 0)."""
-    half = max(1, length // 2)
-    three_quarters = max(1, (3 * length) // 4)
-    drops = int(index >= half) + int(index >= three_quarters)
+#: ×0.1 at ½ and ¾ of a phase: the small data sets' 100/150-of-200 schedule.
+DEFAULT_MILESTONES = (Fraction(1, 2), Fraction(3, 4))
+
+
+def parse_milestones(text: str) -> tuple[Fraction, ...]:
+    """``"1/2,3/4"`` or ``"0.5,0.75"`` (fractions of a phase, increasing, in (0, 1)) as exact
+    fractions, so ``1/3`` of 90 epochs is epoch 30, not 29; ``""`` = a constant LR."""
+    try:
+        values = tuple(Fraction(part.strip()) for part in str(text).split(",") if part.strip())
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"lr_milestones {text!r}: expected fractions of the phase like "
+                         "1/2,3/4 or 0.5,0.75") from None
+    if any(not 0 < v < 1 for v in values) or list(values) != sorted(set(values)):
+        raise ValueError(f"lr_milestones {text!r}: fractions must increase within (0, 1)")
+    return values
+
+
+def staircase(base_lr: float, index: int, length: int,
+              milestones: tuple[Fraction, ...] = DEFAULT_MILESTONES) -> float:
+    """``base_lr`` ×0.1 at each milestone fraction of ``length`` epochs (``index`` from 0; a drop
+    never lands on the first epoch)."""
+    drops = sum(index >= max(1, math.floor(m * length)) for m in milestones)
     return base_lr * (0.1**drops)
 
 
 def learning_rate(base_lr: float, policy: str, phase: str, index: int, interval: int,
-                  finetune_epochs: int) -> float:
+                  finetune_epochs: int,
+                  milestones: tuple[Fraction, ...] = DEFAULT_MILESTONES) -> float:
     """The LR of epoch ``index`` (0-based, within its phase).
 
     Growing: p-AutoGrow keeps ``base_lr``; c-AutoGrow restarts a staircase every interval.
@@ -21,7 +41,7 @@ def learning_rate(base_lr: float, policy: str, phase: str, index: int, interval:
     if phase == "grow":
         if policy == "periodic":
             return base_lr
-        return staircase(base_lr, index % interval, interval)
+        return staircase(base_lr, index % interval, interval, milestones)
     if phase == "finetune":
-        return staircase(base_lr, index, finetune_epochs)
+        return staircase(base_lr, index, finetune_epochs, milestones)
     raise ValueError(f"unknown phase {phase!r}; expected 'grow' or 'finetune'")

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from autogrow.arch import Arch, format_arch, parse_arch
+from autogrow.policies.schedule import DEFAULT_MILESTONES, parse_milestones
 
 POLICIES = ("periodic", "convergent")
 METRICS = ("best", "ema")
@@ -33,6 +34,7 @@ class PolicySettings:
     seed: int = 0
     metric: str = "best"
     ema_decay: float = 0.95
+    lr_milestones: tuple = DEFAULT_MILESTONES  # Fractions of a phase where the LR drops ×0.1
 
     def __attrs_post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -94,4 +96,12 @@ class PolicySettings:
             seed=int(config.get("seed", 0)),
             metric=str(config.get("metric", "best")),
             ema_decay=float(config.get("ema_decay", 0.95)),
+            lr_milestones=_milestones(config.get("lr_milestones", "1/2,3/4")),
         )
+
+
+def _milestones(text: str) -> tuple:
+    try:
+        return parse_milestones(text)
+    except ValueError as err:
+        raise PolicyConfigError(str(err)) from None

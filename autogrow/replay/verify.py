@@ -170,7 +170,8 @@ def _check_epoch(seq: int, state: GrowthState, ev: EpochCompleted, problems: lis
     base_lr = float(state.run_config["lr"])
     growing = ev.phase == "grow"
     index = state.grow_epochs if growing else state.finetune_epochs
-    lr = learning_rate(base_lr, cfg.policy, ev.phase, index, cfg.interval, cfg.finetune_epochs)
+    lr = learning_rate(base_lr, cfg.policy, ev.phase, index, cfg.interval, cfg.finetune_epochs,
+                       cfg.lr_milestones)
     if abs(ev.lr - lr) > 1e-12 * max(1.0, abs(lr)):
         problems.append(f"seq {seq}: epoch {ev.epoch} used lr {ev.lr} but the schedule says {lr}")
 
