@@ -47,7 +47,7 @@ from autogrow.events import (
     decode,
     encode,
 )
-from autogrow.policies import GrowthState, Phase, apply, base_state, due, fold, learning_rate
+from autogrow.policies import GrowthState, Phase, apply, base_state, due, fold
 from autogrow.replay import decode_record, live_events, state_of
 from autogrow.replay.retention import growth_snapshots, prune_snapshots
 from autogrow.storage import EventLog, LogMissing, SnapshotStore, StorageError
@@ -266,9 +266,7 @@ class Run:
         st, cfg, ex = self.state, self.config, self.execution
         growing = st.phase is Phase.GROWING
         phase = "grow" if growing else "finetune"
-        index = st.grow_epochs if growing else st.finetune_epochs
-        lr = learning_rate(cfg.lr, cfg.policy, phase, index, cfg.interval, cfg.finetune_epochs,
-                           self.state.cfg.lr_milestones)
+        lr = st.learning_rate(phase)
         epoch = st.epoch + 1
         start_step, progress = self.resume_progress or (0, None)
         self.resume_progress = None

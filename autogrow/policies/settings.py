@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any
 
 import attrs
@@ -34,7 +35,7 @@ class PolicySettings:
     seed: int = 0
     metric: str = "best"
     ema_decay: float = 0.95
-    lr_milestones: tuple = DEFAULT_MILESTONES  # Fractions of a phase where the LR drops ×0.1
+    lr_milestones: tuple[Fraction, ...] = DEFAULT_MILESTONES  # where the LR drops ×0.1
 
     def __attrs_post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -100,7 +101,7 @@ class PolicySettings:
         )
 
 
-def _milestones(text: str) -> tuple:
+def _milestones(text: str) -> tuple[Fraction, ...]:
     try:
         return parse_milestones(text)
     except ValueError as err:

@@ -29,7 +29,7 @@ from autogrow.events import (
     SnapshotWritten,
     StageStopped,
 )
-from autogrow.policies import GrowthState, Phase, PolicyError, apply, due, learning_rate
+from autogrow.policies import GrowthState, Phase, PolicyError, apply, due
 from autogrow.replay.fold import decode_record, live_records
 from autogrow.replay.retention import pruned_digests, retained_digests
 from autogrow.storage.layout import MODEL_PREFIX, section
@@ -163,15 +163,10 @@ def _audit(run_dir: Path, live: list[tuple[int, Event]], problems: list[str],
 
 
 def _check_epoch(seq: int, state: GrowthState, ev: EpochCompleted, problems: list[str]) -> None:
-    cfg = state.cfg
     if ev.arch != format_arch(state.arch):
         problems.append(f"seq {seq}: epoch {ev.epoch} trained {ev.arch} but the net was "
                         f"{format_arch(state.arch)}")
-    base_lr = float(state.run_config["lr"])
-    growing = ev.phase == "grow"
-    index = state.grow_epochs if growing else state.finetune_epochs
-    lr = learning_rate(base_lr, cfg.policy, ev.phase, index, cfg.interval, cfg.finetune_epochs,
-                       cfg.lr_milestones)
+    lr = state.learning_rate(ev.phase)
     if abs(ev.lr - lr) > 1e-12 * max(1.0, abs(lr)):
         problems.append(f"seq {seq}: epoch {ev.epoch} used lr {ev.lr} but the schedule says {lr}")
 
