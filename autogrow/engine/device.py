@@ -93,3 +93,6 @@ def make_deterministic(execution: Execution) -> None:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.deterministic = execution.deterministic
         torch.backends.cudnn.benchmark = not execution.deterministic
+        # fp32 means IEEE fp32: PyTorch lets cuDNN run fp32 convolutions in TF32 on Ampere and
+        # later, which the AutoGrow authors' GPUs never did; the mixed precisions may use it.
+        torch.backends.cudnn.allow_tf32 = execution.precision != "fp32"
