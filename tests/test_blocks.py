@@ -342,4 +342,5 @@ def test_growable_net_is_a_module_with_repr() -> None:
     net = build_net("plain3net", "1-2-1", width=W)
     assert isinstance(net, GrowableNet) and isinstance(net, nn.Module)
     assert "arch='1-2-1'" in repr(net)
-    assert net.config == {"in_channels": 3, "num_classes": 10, "image_size": 32, "width": 0.25}
+    assert net.config == {"in_channels": 3, "num_classes": 10, "image_size": 32, "width": 0.25,
+                          "weight_init": "torch"}

@@ -60,7 +60,8 @@ def test_file_metadata_and_bf16_channels_last_round_trip(tmp_path: Path) -> None
         meta = f.metadata()
         keys = set(f.keys())
     assert meta["format"] == FORMAT and meta["family"] == "basic3resnet" and meta["arch"] == "2-2-1"
-    assert json.loads(meta["kwargs"]) == {"in_channels": 1, "num_classes": 5, "image_size": 28, "width": 0.25}
+    assert json.loads(meta["kwargs"]) == {"in_channels": 1, "num_classes": 5, "image_size": 28,
+                                          "width": 0.25, "weight_init": "torch"}
     assert keys == set(net.state_dict())  # BN buffers included
     assert any(k.endswith("running_var") for k in keys)
     loaded = load_model(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -218,6 +220,77 @@ def test_adam_init_stops_when_target_is_reached_and_accepts_iterables() -> None:
     assert stats["trained_params"] == ["stages.0.1.bn.weight", "stages.0.1.bn.bias"]
 
 
+def test_adam_init_stops_within_half_a_point_of_the_target_strictly() -> None:
+    """The original stops once accuracy > pre-growth accuracy - 0.5 (cifar10/main_gradual.py:
+    227-241): a target 0.4 above the first epoch's accuracy stops there, 0.5 above does not."""
+    net = build_net("basic3resnet", "1-1-1", num_classes=2, image_size=16, width=W, generator=gen(0))
+    names = net.grow(2, "adam", gen(1))
+    data = list(_toy_batches()())
+    first = adam_init(copy.deepcopy(net), names, data, max_epochs=1)["train_acc"]
+    assert adam_init(copy.deepcopy(net), names, data, max_epochs=3,
+                     target_train_acc=first + 0.4)["epochs"] == 1
+    assert adam_init(copy.deepcopy(net), names, data, max_epochs=3,
+                     target_train_acc=first + 0.5)["epochs"] > 1
+
+
+def test_adam_init_applies_the_runs_weight_decay() -> None:
+    """Adam gets the run's weight decay, as the original (weight_decay=5e-4 or 1e-4)."""
+    net = build_net("basic3resnet", "1-1-1", num_classes=2, image_size=16, width=W, generator=gen(0))
+    names = net.grow(2, "adam", gen(1))
+    data = list(_toy_batches()())
+    bns = []
+    for wd in (0.0, 0.5):
+        trial = copy.deepcopy(net)
+        adam_init(trial, names, data, max_epochs=2, weight_decay=wd)
+        bns.append(trial.stages[2][1].bn2.weight.detach().clone())
+    assert not torch.equal(bns[0], bns[1])
+    with pytest.raises(ValueError, match="weight_decay"):
+        adam_init(net, names, data, weight_decay=-1.0)
+
+
+# -- base init of whole nets (the original's ImageNet models) ----------------------------------
+
+
+def _conv_stds(module: nn.Module) -> list[tuple[float, float]]:
+    """(measured std, Kaiming fan-out std) of every conv with enough weights to measure."""
+    out = []
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d) and m.weight.numel() >= 2000:
+            k = m.kernel_size[0] * m.kernel_size[1]
+            out.append((float(m.weight.detach().std()), (2.0 / (m.out_channels * k)) ** 0.5))
+    return out
+
+
+@pytest.mark.parametrize("family", ["basic4resnet", "bottleneck4resnet", "plain4net"])
+def test_kaiming_fan_out_init_of_seed_net_and_new_blocks(family: str) -> None:
+    """As the original's imagenet/models/resnet.py:131-136: every conv N(0, 2/(out·k·k)), BN
+    γ=1 β=0 (new blocks included, since the original rebuilds the whole model at a growth)."""
+    net = build_net(family, "1-1-1-1", image_size=64, width=0.5, weight_init="kaiming-fan-out",
+                    generator=gen(0))
+    names = net.grow(1, "default", gen(1))
+    new_block = net.stages[1][-1]
+    assert names and _conv_stds(new_block)
+    for measured, expected in _conv_stds(net):
+        assert measured == pytest.approx(expected, rel=0.08)
+    torch_net = build_net(family, "1-1-1-1", image_size=64, width=0.5, generator=gen(0))
+    assert any(abs(m - e) / e > 0.3 for m, e in _conv_stds(torch_net))  # a different law
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert bool((m.weight == 1).all()) and bool((m.bias == 0).all())
+    # the head keeps PyTorch's default U(±1/√fan_in), as the original's fc
+    assert float(net.head.weight.detach().abs().max()) <= 1 / net.head.in_features ** 0.5
+
+
+def test_weight_init_is_validated_and_kept_by_export(tmp_path) -> None:
+    from autogrow.blocks import load_model
+
+    with pytest.raises(ValueError, match="weight init"):
+        build_net("basic3resnet", "1-1-1", weight_init="xavier")
+    net = build_net("basic3resnet", "1-1-1", width=W, weight_init="kaiming-fan-out")
+    net.save(tmp_path / "m.safetensors")
+    assert load_model(tmp_path / "m.safetensors").weight_init == "kaiming-fan-out"
+
+
 def test_adam_init_bad_arguments() -> None:
     net = build_net("basic3resnet", "1-1-1", width=W)
     names = net.grow(0, "adam", gen(0))
@@ -239,9 +312,9 @@ _DDP_SCRIPT = """
 import os, sys, torch, torch.distributed as dist, torch.multiprocessing as mp
 from autogrow.blocks import build_net, adam_init, weights_digest
 
-def run(rank, world, port, q):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def run(rank, world, store, q):
+    # a file rendezvous: no free port to race other processes for
+    dist.init_process_group("gloo", init_method="file://" + store, rank=rank, world_size=world)
     torch.set_num_threads(1)
     net = build_net("basic3resnet", "1-1-1", num_classes=2, image_size=16, width=0.25,
                     generator=torch.Generator().manual_seed(0))
@@ -257,7 +330,7 @@ def run(rank, world, port, q):
 
 if __name__ == "__main__":
     q = mp.get_context("spawn").SimpleQueue()
-    mp.spawn(run, args=(2, int(sys.argv[1]), q), nprocs=2)
+    mp.spawn(run, args=(2, sys.argv[1], q), nprocs=2)
     print(repr(sorted(q.get() for _ in range(2))))
 """
 
@@ -265,17 +338,14 @@ if __name__ == "__main__":
 def test_adam_init_under_torch_distributed_keeps_ranks_in_step(tmp_path) -> None:
     """Two gloo ranks on different shards end with the same BN and the same global accuracy."""
     import ast
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     script = tmp_path / "ddp_adam.py"
     script.write_text(_DDP_SCRIPT)
     out = subprocess.run(
-        [sys.executable, str(script), str(port)], capture_output=True, text=True, timeout=120
+        [sys.executable, str(script), str(tmp_path / "store")], capture_output=True, text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     (r0, r1) = ast.literal_eval(out.stdout.strip().splitlines()[-1])

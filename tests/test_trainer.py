@@ -8,9 +8,9 @@ from autogrow.engine.device import Execution
 from autogrow.engine.trainer import Trainer
 
 
-def _trainer(precision: str = "fp32", arch: str = "1-1-1") -> Trainer:
+def _trainer(precision: str = "fp32", arch: str = "1-1-1", family: str = "basic3resnet") -> Trainer:
     ex = Execution(device=torch.device("cpu"), precision=precision, channels_last=False, threads=1)
-    return Trainer.seeded(ex, family="basic3resnet", arch=arch, in_channels=1, num_classes=10,
+    return Trainer.seeded(ex, family=family, arch=arch, in_channels=1, num_classes=10,
                           image_size=32, width=0.25, seed=3, momentum=0.9, weight_decay=5e-4)
 
 
@@ -46,3 +46,26 @@ def test_state_tensors_round_trip_including_fp16_loss_scale():
     assert all(torch.equal(a, b) for a, b in zip(trainer.net.state_dict().values(),
                                                  other.net.state_dict().values()))
     assert set(other.momentum_buffers()) == set(trainer.momentum_buffers())
+
+
+def test_adam_init_trains_residual_blocks_only_as_the_original():
+    """The original's AdamInit trains the new block's last BN of residual nets; its parameter
+    pattern never matches a plain net, so plain blocks keep their init (main_gradual.py:193-202)."""
+    x, y = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(1)), torch.arange(8)
+    calls = []
+
+    def batches():
+        calls.append(1)
+        return iter([(x, y)])
+
+    residual = _trainer()
+    info = residual.grow(1, "adam", init_seed=5, adam_batches=batches, adam_target=100.0,
+                         adam_epochs=2)
+    assert info["adam"]["epochs"] == 2 and len(calls) == 2
+    plain = _trainer(family="plain3net")
+    ref = _trainer(family="plain3net")
+    info = plain.grow(1, "adam", init_seed=5, adam_batches=batches, adam_target=100.0)
+    ref.grow(1, "default", init_seed=5)
+    assert "adam" not in info and len(calls) == 2
+    assert all(torch.equal(a, b) for a, b in zip(plain.net.state_dict().values(),
+                                                 ref.net.state_dict().values()))

@@ -15,6 +15,7 @@ from .net import GrowableNet
 #: Value of the `format` metadata key; bump the suffix if the layout ever changes.
 FORMAT = "autogrow.growable_net.v1"
 _KWARGS = ("in_channels", "num_classes", "image_size", "width")
+_OPTIONAL_KWARGS = ("weight_init",)  # absent in files written before it existed
 
 
 def save_model(net: GrowableNet, path: str | PathLike[str]) -> None:
@@ -75,9 +76,10 @@ def _read_metadata(metadata: dict[str, str], path: Path) -> tuple[str, str, dict
         kwargs = json.loads(metadata["kwargs"])
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: metadata 'kwargs' is not valid JSON: {exc}") from None
-    if not isinstance(kwargs, dict) or set(kwargs) != set(_KWARGS):
+    if not isinstance(kwargs, dict) or not set(_KWARGS) <= set(kwargs) <= set(_KWARGS + _OPTIONAL_KWARGS):
         raise ValueError(
-            f"{path}: metadata 'kwargs' must be a JSON object with keys {', '.join(_KWARGS)}, "
+            f"{path}: metadata 'kwargs' must be a JSON object with keys {', '.join(_KWARGS)} "
+            f"(and optionally {', '.join(_OPTIONAL_KWARGS)}), "
             f"got {metadata['kwargs']!r}"
         )
     return metadata["family"], metadata["arch"], kwargs

@@ -1,7 +1,8 @@
 """Initializers for a new block (paper §2.2), in one registry.
 
-Every new block first gets PyTorch's default init (`default_init_`, drawn from an explicit
-generator so growth is bit-identical on every process); a named initializer then adjusts it:
+Every new block first gets the net's base init (`WEIGHT_INITS`: PyTorch's default, or the
+Kaiming-normal fan-out of the original's ImageNet models), drawn from an explicit generator so
+growth is bit-identical on every process; a named initializer then adjusts it:
 
 - zero      (ZeroInit)  last BN γ=β=0: a residual block then adds nothing (function-preserving).
 - uniform   (UniInit)   last BN γ, β ~ U(0, 1).
@@ -48,6 +49,37 @@ def default_init_(module: nn.Module, generator: torch.Generator | None = None) -
             m.reset_parameters()
         elif any(True for _ in m.parameters(recurse=False)):
             raise TypeError(f"default_init_ does not know how to initialise {type(m).__name__}")
+
+
+@torch.no_grad()
+def kaiming_fan_out_init_(module: nn.Module, generator: torch.Generator | None = None) -> None:
+    """The init of torchvision's (and the AutoGrow authors' ImageNet) ResNets: every conv
+    N(0, 2/(out_channels·k·k)) (Kaiming normal, fan-out, ReLU), BN γ=1, β=0; linear layers keep
+    PyTorch's default. Drawn from ``generator`` in module order."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.Linear, nn.modules.batchnorm._BatchNorm)):
+            default_init_(m, generator)
+        elif any(True for _ in m.parameters(recurse=False)):
+            raise TypeError(f"kaiming_fan_out_init_ does not know how to initialise {type(m).__name__}")
+
+
+#: How a whole net (and each new block) starts, before any named initializer: ``torch`` is what
+#: the original's CIFAR-size models got, ``kaiming-fan-out`` its ImageNet models.
+WEIGHT_INITS: dict[str, Callable[[nn.Module, "torch.Generator | None"], None]] = {
+    "torch": default_init_,
+    "kaiming-fan-out": kaiming_fan_out_init_,
+}
+
+
+def base_init(name: str) -> Callable[[nn.Module, "torch.Generator | None"], None]:
+    """The whole-module init called ``name``; ValueError naming the choices if unknown."""
+    if name not in WEIGHT_INITS:
+        raise ValueError(f"unknown weight init {name!r}; choose one of: {', '.join(WEIGHT_INITS)}")
+    return WEIGHT_INITS[name]
 
 
 @torch.no_grad()

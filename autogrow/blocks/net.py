@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..arch import Arch, format_arch, parse_arch
 from .families import FamilySpec, get_family, scaled
-from .initializers import default_init_, resolve_initializer
+from .initializers import base_init, resolve_initializer
 from .layers import Block, Stem
 
 
@@ -32,8 +32,10 @@ class GrowableNet(nn.Module):
         num_classes: int = 10,
         image_size: int = 32,
         width: float = 1.0,
+        weight_init: str = "torch",
     ) -> None:
         super().__init__()
+        base_init(weight_init)  # a clear error for an unknown name
         spec = get_family(family)
         depths = _parse_depths(arch, spec)
         _check_positive_int("in_channels", in_channels)
@@ -50,6 +52,7 @@ class GrowableNet(nn.Module):
         self.num_classes = int(num_classes)
         self.image_size = int(image_size)
         self.width = float(width)
+        self.weight_init = weight_init  # the base init of new blocks too
 
         stem_out = scaled(spec.stem_channels, self.width)
         self.stem = Stem(self.in_channels, stem_out, spec.uses_imagenet_stem(self.image_size))
@@ -82,6 +85,7 @@ class GrowableNet(nn.Module):
             "num_classes": self.num_classes,
             "image_size": self.image_size,
             "width": self.width,
+            "weight_init": self.weight_init,
         }
 
     def block(self, stage: int, index: int) -> Block:
@@ -128,7 +132,7 @@ class GrowableNet(nn.Module):
         with torch.device("meta"):
             block = self.spec.block(last.out_channels, planes, 1)
         block.to_empty(device="cpu")
-        default_init_(block, generator)
+        base_init(self.weight_init)(block, generator)
         init_fn(block, generator)
 
         ref = next(last.parameters())
@@ -157,9 +161,11 @@ def build_net(
     num_classes: int = 10,
     image_size: int = 32,
     width: float = 1.0,
+    weight_init: str = "torch",
     generator: torch.Generator | None = None,
 ) -> GrowableNet:
-    """Build a seed net with PyTorch's default init, drawn from `generator` when given.
+    """Build a seed net with the `weight_init` base init (PyTorch's default unless asked),
+    drawn from `generator` when given.
 
     The net is built on the meta device and materialised on CPU, so with a generator the global
     RNG is left untouched.
@@ -172,9 +178,10 @@ def build_net(
             num_classes=num_classes,
             image_size=image_size,
             width=width,
+            weight_init=weight_init,
         )
     net.to_empty(device="cpu")
-    default_init_(net, generator)
+    base_init(weight_init)(net, generator)
     return net
 
 

@@ -70,11 +70,12 @@ class Trainer:
     @classmethod
     def seeded(cls, execution: Execution, *, family: str, arch: str, in_channels: int,
                num_classes: int, image_size: int, width: float, seed: int, momentum: float,
-               weight_decay: float, group: Dist = SINGLE) -> Trainer:
+               weight_decay: float, weight_init: str = "torch", group: Dist = SINGLE) -> Trainer:
         """A fresh seed net whose init is a pure function of ``seed`` (the same on every rank)."""
         generator = torch.Generator().manual_seed(seed)
         net = build_net(family, arch, in_channels=in_channels, num_classes=num_classes,
-                        image_size=image_size, width=width, generator=generator)
+                        image_size=image_size, width=width, weight_init=weight_init,
+                        generator=generator)
         return cls(net, execution, momentum=momentum, weight_decay=weight_decay, group=group)
 
     def _place(self, net: GrowableNet) -> GrowableNet:
@@ -114,11 +115,15 @@ class Trainer:
         generator = torch.Generator().manual_seed(init_seed)
         new_names = self.net.grow(stage, initializer=initializer, generator=generator)
         info: dict[str, Any] = {"new_params": len(new_names)}
-        if initializer == "adam":
+        # As the original, AdamInit trains a residual block's last BN; a plain block keeps its
+        # init (the original's parameter pattern never matches plain nets).
+        if initializer == "adam" and self.net.spec.residual:
             if adam_batches is None:
                 raise ValueError("the adam initializer needs training batches")
             info["adam"] = adam_init(self.net, new_names, adam_batches, max_epochs=adam_epochs,
-                                     target_train_acc=adam_target, device=self.execution.device,
+                                     target_train_acc=adam_target,
+                                     weight_decay=self.weight_decay,
+                                     device=self.execution.device,
                                      amp_dtype=self.execution.amp_dtype)
         self.model = self._wrap()
         self.optimizer = self._new_optimizer(carry)
