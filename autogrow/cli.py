@@ -45,6 +45,8 @@ _HELP = {
     "max_arch": "per-stage depth cap, e.g. 20-20-20 (default: none)",
     "width": "channel multiplier (use < 1 for quick CPU runs)",
     "initializer": "how a new block's last BN starts (gau is the paper's best)",
+    "weight_init": "base init of every conv, new blocks too: torch (PyTorch's default), "
+                   "kaiming-fan-out; auto = the original's choice (kaiming-fan-out on ImageNet)",
     "policy": "periodic (p-AutoGrow) or convergent (c-AutoGrow) growth",
     "interval": "K: epochs between policy checks",
     "stop_window": "J: epochs the stopping policy looks back (periodic)",
@@ -52,18 +54,24 @@ _HELP = {
     "metric": "best: running max of val acc (paper); ema: its moving average",
     "max_growth_epochs": "cap on growth-phase epochs (0 = none)",
     "finetune_epochs": "N: fine-tune epochs after growth, staircase LR",
-    "scale_with_subset": "divide K and J by --subset (paper table 11)",
+    "scale_with_subset": "divide K by --subset (paper table 11 and its appendix)",
     "lr": "learning rate (0 = 0.1 residual, 0.01 plain)",
     "momentum": "SGD momentum",
     "weight_decay": "SGD weight decay",
     "batch_size": "training batch size",
     "lr_milestones": "fractions of each phase (fine-tuning, a c-AutoGrow interval, `train`) "
                      "where the LR drops x0.1, e.g. 1/3,2/3 (ImageNet's 30/60 of 90); '' = none",
+    "growth_lr": "LR while growing: constant, or a staircase restarted every K epochs; auto = "
+                 "constant for periodic, staircase for convergent (paper table 3)",
+    "finetune_lr_scale": "fine-tuning starts at lr x this (the original c-AutoGrow: 0.1)",
+    "finetune_milestones": "LR drops of fine-tuning as fractions of N (auto = --lr-milestones)",
     "reset_momentum": "drop optimizer momentum at each growth",
     "adam_init_epochs": "AdamInit epoch cap",
     "dataset": "data set to train on",
     "data_root": "where the data set's files are",
     "download": "download the data set if missing (needs internet)",
+    "crop_padding": "random-crop padding in px for small data sets (-1 = the original's: 4 for "
+                    "32-px sets, none for MNIST/Fashion-MNIST)",
     "subset": "fraction of the training split to use, in (0, 1]",
     "val_split": "fraction of the training set held out for growth decisions",
     "val_source": "train: held-out split (default); test: the paper's test-as-validation",
@@ -174,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_grow)
 
     p = sub.add_parser("train", help="train a fixed arch from scratch (the baseline, for Δ)",
-                       description="Train a fixed arch for --epochs with a staircase LR; same log "
-                                   "format as grow.")
+                       description="Train a fixed arch for --epochs with the baseline's staircase "
+                                   "LR (from --lr, drops at --lr-milestones; a c-AutoGrow preset's "
+                                   "fine-tune start and drops do not apply); same log format as grow.")
     p.add_argument("--preset", choices=sorted(PRESETS))
     p.add_argument("--config", dest="config_file", metavar="FILE.toml")
     p.add_argument("--run-dir", required=True, type=Path)
@@ -322,6 +331,9 @@ def cmd_grow(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     overrides.update(seed_arch=args.arch, max_arch=args.arch)
+    # the baseline schedule (paper:242-247), not a c-AutoGrow preset's shortened fine-tune
+    overrides.setdefault("finetune_lr_scale", 1.0)
+    overrides.setdefault("finetune_milestones", "auto")
     if args.epochs is not None:
         overrides["finetune_epochs"] = args.epochs
     config = resolve_config(args.preset, args.config_file, overrides)

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from autogrow.arch import format_arch, parse_arch
-from autogrow.policies.settings import METRICS, POLICIES, PolicySettings
+from autogrow.policies.settings import GROWTH_LRS, METRICS, POLICIES, PolicySettings
 
 # Family names and stage counts, mirrored from autogrow.blocks without importing torch here
 # (tests check the two agree).
@@ -31,6 +31,10 @@ DATASETS = ("mnist", "fashionmnist", "svhn", "cifar10", "cifar100", "imagenet")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 VAL_SOURCES = ("train", "test")
+# How every conv of the seed net and of each new block starts. The original code used PyTorch's
+# default for the small data sets (its cifar10/models) and Kaiming-normal fan-out with BN γ=1 for
+# ImageNet (its imagenet/models/resnet.py); auto picks by data set, as the original did.
+WEIGHT_INITS = ("auto", "torch", "kaiming-fan-out")
 
 
 class ConfigError(ValueError):
@@ -54,6 +58,7 @@ class RunConfig:
     max_arch: str = ""                     # per-stage depth cap, "" = none
     width: float = 1.0                     # channel multiplier (CPU-sized experiments use < 1)
     initializer: str = attrs.field(default="gau", validator=_choice("initializer", INITIALIZER_NAMES))
+    weight_init: str = attrs.field(default="auto", validator=_choice("weight_init", WEIGHT_INITS))
     # growth policy (DESIGN §3)
     policy: str = attrs.field(default="periodic", validator=_choice("policy", POLICIES))
     interval: int = 3                      # K, epochs between policy checks
@@ -69,12 +74,16 @@ class RunConfig:
     weight_decay: float = 5e-4
     batch_size: int = 128
     lr_milestones: str = "1/2,3/4"         # fractions of a phase where the LR drops x0.1
+    growth_lr: str = attrs.field(default="auto", validator=_choice("growth_lr", GROWTH_LRS))
+    finetune_lr_scale: float = 1.0         # fine-tuning starts at lr x this (c-AutoGrow: 0.1)
+    finetune_milestones: str = "auto"      # LR drops of fine-tuning, auto = lr_milestones
     reset_momentum: bool = False           # drop optimizer momentum at each growth
     adam_init_epochs: int = 10             # AdamInit's cap
     # data
     dataset: str = attrs.field(default="fashionmnist", validator=_choice("dataset", DATASETS))
     data_root: str = ""                    # "" = the default place for the data set
     download: bool = False
+    crop_padding: int = -1                 # random-crop padding in px, -1 = the data set's own
     subset: float = 1.0                    # fraction of the training split used, (0, 1]
     val_split: float = 0.1                 # fraction of the training set held out for decisions
     val_source: str = attrs.field(default="train", validator=_choice("val_source", VAL_SOURCES))
@@ -109,6 +118,12 @@ class RunConfig:
                      "snapshot_every_steps", "finetune_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.crop_padding < -1:
+            raise ConfigError(f"crop_padding must be >= 0 px (or -1 for the data set's own), "
+                              f"got {self.crop_padding}")
+        if self.crop_padding > 0 and self.dataset == "imagenet":
+            raise ConfigError("crop_padding is for the small data sets; ImageNet uses "
+                              "RandomResizedCrop")
         if self.lr < 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ConfigError("lr and weight_decay must be >= 0 and momentum in [0, 1)")
         # The policy's own checks (K > 0, J >= K, tau >= 0, max_arch vs seed_arch).
@@ -138,7 +153,19 @@ class RunConfig:
             changes["stop_window"] = max(changes["interval"], self.stop_window)
             changes["scale_with_subset"] = False  # already applied
         changes["seed_arch"] = format_arch(parse_arch(self.seed_arch_or_default))
+        changes["weight_init"] = self.weight_init_scheme
+        if self.growth_lr == "auto":
+            changes["growth_lr"] = "staircase" if self.policy == "convergent" else "constant"
+        if self.finetune_milestones == "auto":
+            changes["finetune_milestones"] = self.lr_milestones
         return attrs.evolve(self, **changes)
+
+    @property
+    def weight_init_scheme(self) -> str:
+        """``weight_init`` with auto made explicit: the original's choice for the data set."""
+        if self.weight_init != "auto":
+            return self.weight_init
+        return "kaiming-fan-out" if self.dataset == "imagenet" else "torch"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "config") -> RunConfig:
@@ -199,13 +226,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
-# The paper's settings (§3): K=3, tau=0.05 %, J = epochs at the largest LR of the baseline schedule
-# (100 of 200 for small data sets, 30 of 90 for ImageNet), N fine-tune epochs with a staircase
-# (the original's default N is 200 for small data sets, x0.1 at 1/2 and 3/4). As in the original
-# code, decisions use the test set and training uses the whole training set (val_source "test").
+# The paper's settings (§3) as the authors' code (wenwei202/autogrow at 4435ee0) runs them;
+# tests/test_config.py checks every value against its source line. p-AutoGrow: K=3, tau=0.05 %,
+# J = the epochs at the baseline's largest LR (100 of 200; 30 of 90 on ImageNet), a constant LR
+# while growing, N fine-tune epochs on the baseline's staircase. Decisions use the test set and
+# training the whole training set (val_source "test"), fp32, GauInit.
 _PAPER_SMALL = dict(policy="periodic", interval=3, stop_window=100, tau=0.05, finetune_epochs=200,
                     batch_size=128, weight_decay=5e-4, initializer="gau", val_source="test",
-                    precision="fp32")
+                    precision="fp32", growth_lr="constant")
 for _name, _family in (("mnist", "plain3net"), ("fashionmnist", "basic3resnet"),
                        ("svhn", "plain4net"), ("cifar10", "basic3resnet"),
                        ("cifar100", "basic4resnet")):
@@ -214,8 +242,19 @@ PRESETS["paper-imagenet"] = dict(
     policy="periodic", interval=3, stop_window=30, tau=0.05, finetune_epochs=90, batch_size=256,
     lr_milestones="1/3,2/3",  # epochs 30 and 60 of 90, as the original's ImageNet schedule
     weight_decay=1e-4, initializer="gau", dataset="imagenet", family="basic4resnet",
-    val_source="test", precision="fp32",
+    val_source="test", precision="fp32", growth_lr="constant", weight_init="kaiming-fan-out",
 )
+# c-AutoGrow (paper §3.1, table 3; the original's cifar10/main_add.py): convergent growth with
+# K = T = 100, a staircase restarted every interval, ZeroInit (AdamInit is the other
+# network-morphism row), then 100 fine-tune epochs from lr x 0.1 with one drop at N/2.
+_PAPER_CONVERGENT = dict(
+    policy="convergent", interval=100, stop_window=100, tau=0.05, growth_lr="staircase",
+    initializer="zero", finetune_epochs=100, finetune_lr_scale=0.1, finetune_milestones="1/2",
+    batch_size=128, weight_decay=5e-4, val_source="test", precision="fp32",
+    family="basic3resnet",
+)
+for _name in ("cifar10", "cifar100"):
+    PRESETS[f"paper-c-{_name}"] = dict(_PAPER_CONVERGENT, dataset=_name)
 
 
 # -- launch options -------------------------------------------------------------------------------

@@ -70,14 +70,53 @@ def test_fashion_mnist_shapes_and_stratified_val(fmnist):
     assert (fmnist.num_classes, fmnist.in_channels, fmnist.image_size) == (10, 1, 32)
     desc = fmnist.describe()
     assert desc["sizes"] == {"train": 54000, "val": 6000, "test": 10000}
-    assert desc["augment"] == {"crop_padding": 4, "hflip": True}
+    assert desc["augment"] == {"crop_padding": 0, "hflip": True}
+
+
+def _per_sample(split, seed: int) -> torch.Tensor:
+    """Every training sample as one epoch of ``seed`` gives it, put back in split order."""
+    x, y = next(iter(train_batches(split, seed=seed, epoch=0, batch_size=len(split))))
+    out = torch.empty_like(x)
+    out[epoch_order(len(split), seed, 0)] = x
+    return out
+
+
+def _first(split: TensorSplit, n: int) -> TensorSplit:
+    return TensorSplit(images=split.images[:n], labels=split.labels[:n], source=split.source,
+                       source_indices=split.source_indices[:n], transform=split.transform)
 
 
 @needs_fmnist
-def test_fashion_mnist_normalisation_constants_match_the_data(fmnist):
-    core = fmnist.train.images[:, :, 2:30, 2:30].float() / 255  # the unpadded 28x28 pixels
-    assert abs(core.mean().item() - fmnist.mean[0]) < 2e-3
-    assert abs(core.std().item() - fmnist.std[0]) < 2e-3
+def test_fashion_mnist_input_is_the_originals_flips_only_no_translation(fmnist):
+    """As the original (cifar10/main_gradual.py:299-325): 28 px zero-padded to 32 with no random
+    translation (its RandomCrop(32, padding=2) has one position), a random flip, no
+    normalisation (its mean/std table says 0/1). So the same image under two seeds is itself or
+    its mirror, in [0, 1]."""
+    split = _first(fmnist.train, 512)
+    plain = split.images.float() / 255
+    a, b = _per_sample(split, 1), _per_sample(split, 2)
+    for out in (a, b):
+        same = (out == plain).flatten(1).all(1)
+        mirrored = (out == plain.flip(-1)).flatten(1).all(1)
+        assert bool((same | mirrored).all())
+        assert 150 < int(mirrored.sum() - (same & mirrored).sum()) < 362  # about half flipped
+    assert not torch.equal(a, b)
+    assert float(a.min()) == 0.0 and float(a.max()) == 1.0
+
+
+def test_mnist_training_batches_are_pixel_identical_across_seeds(tmp_path):
+    """MNIST gets no flip and no translation in the original, so seeds change only the order."""
+    _write_mnist(tmp_path / "MNIST" / "raw", gz=False)
+    d = load_dataset("mnist", data_root=tmp_path, cache_dir=tmp_path / "cache", val_split=0.2)
+    a, b = _per_sample(d.train, 1), _per_sample(d.train, 2)
+    assert torch.equal(a, b) and torch.equal(a, d.train.images.float() / 255)
+    xa, _ = next(iter(train_batches(d.train, seed=1, epoch=0, batch_size=8)))
+    xb, _ = next(iter(train_batches(d.train, seed=2, epoch=0, batch_size=8)))
+    assert not torch.equal(xa, xb)  # the order does change
+    # the extra augmentation is one setting away, and then seeds differ
+    c = load_dataset("mnist", data_root=tmp_path, cache_dir=tmp_path / "cache", val_split=0.2,
+                     crop_padding=4)
+    assert c.crop_padding == 4 and not torch.equal(_per_sample(c.train, 1), _per_sample(c.train, 2))
 
 
 @needs_fmnist
@@ -142,7 +181,7 @@ def test_mnist_from_torchvision_raw_layout(tmp_path):
     d = load_dataset("mnist", data_root=tmp_path, cache_dir=tmp_path / "cache", val_split=0.2)
     assert (len(d.train), len(d.val), len(d.test)) == (40, 10, 20)
     assert d.train.images.shape[1:] == (1, 32, 32) and d.train.images.dtype == torch.uint8
-    assert not d.hflip and d.mean == (0.1307,)
+    assert not d.hflip and (d.mean, d.std, d.crop_padding) == ((0.0,), (1.0,), 0)
     assert not (tmp_path / "cache").exists()  # uncompressed files are read in place
 
 

@@ -101,6 +101,30 @@ def test_train_fixed_arch_baseline(tmp_path):
     assert [e.phase for e in events if e.TYPE == "epoch_completed"] == ["finetune"]
 
 
+def test_c_autogrow_schedule_is_logged_and_verified(tmp_path):
+    """A convergent run with the original c-AutoGrow's LR (a staircase every K epochs, fine-tune
+    from lr x 0.1 with one drop at N/2): the epochs train at those LRs and verify replays them."""
+    run_dir = tmp_path / "c"
+    autogrow_cli("grow", "--preset", "smoke", "--policy", "convergent", "--interval", "2",
+                 "--stop-window", "2", "--max-growth-epochs", "4", "--finetune-epochs", "4",
+                 "--finetune-lr-scale", "0.1", "--finetune-milestones", "1/2",
+                 "--run-dir", str(run_dir), check=True)
+    with EventLog.open(run_dir, readonly=True) as log:
+        epochs = [ev for _, ev in live_events(log.records) if ev.TYPE == "epoch_completed"]
+    assert [e.phase for e in epochs] == ["grow"] * 4 + ["finetune"] * 4
+    assert [e.lr for e in epochs] == pytest.approx([0.1, 0.001] * 2 + [0.01] * 2 + [0.001] * 2)
+    assert autogrow_cli("verify", str(run_dir)).returncode == 0
+    # the baseline (`train`) keeps its own schedule whatever a preset's fine-tune says
+    base = tmp_path / "base"
+    autogrow_cli("train", "--preset", "paper-c-cifar10", "--dataset", "fashionmnist",
+                 "--subset", "0.02", "--width", "0.25", "--max-val", "500", "--max-test", "500",
+                 "--arch", "1-1-1",
+                 "--epochs", "2", "--precision", "auto", "--run-dir", str(base), check=True)
+    with EventLog.open(base, readonly=True) as log:
+        lrs = [ev.lr for _, ev in live_events(log.records) if ev.TYPE == "epoch_completed"]
+    assert lrs == pytest.approx([0.1, 0.001])
+
+
 @pytest.mark.parametrize("args, words", [
     (["--preset", "nope"], "preset"),
     (["--preset", "smoke", "--family", "resnet9000"], "family"),
@@ -113,6 +137,10 @@ def test_train_fixed_arch_baseline(tmp_path):
     (["--preset", "smoke", "--seed-arch", "1-1"], "stages"),
     (["--preset", "smoke", "--subset", "0"], "subset"),
     (["--preset", "smoke", "--subset", "1.5"], "subset"),
+    (["--preset", "smoke", "--growth-lr", "cosine"], "growth_lr"),
+    (["--preset", "smoke", "--finetune-milestones", "1/2,1/4"], "finetune_milestones"),
+    (["--preset", "smoke", "--crop-padding", "-2"], "crop_padding"),
+    (["--preset", "smoke", "--weight-init", "xavier"], "weight_init"),
     (["--preset", "smoke", "--config", "/nonexistent.toml"], "does not exist"),
 ])
 def test_bad_input_exits_with_one_line_and_writes_nothing(tmp_path, args, words):

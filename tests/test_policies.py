@@ -31,7 +31,6 @@ from autogrow.policies import (
     decide,
     fold,
     init_seed,
-    learning_rate,
 )
 from autogrow.policies.schedule import parse_milestones
 
@@ -226,23 +225,53 @@ def test_out_of_order_events_are_refused():
                                 growth_index=0))
 
 
+def _lrs(phase: str, n: int, **settings) -> list[float]:
+    cfg = PolicySettings(seed_arch=(1, 1, 1), **settings)
+    return [cfg.learning_rate(0.1, phase, i) for i in range(n)]
+
+
 def test_learning_rate_schedules():
-    assert [learning_rate(0.1, "periodic", "grow", i, 3, 8) for i in range(4)] == [0.1] * 4
-    conv = [learning_rate(0.1, "convergent", "grow", i, 4, 8) for i in range(8)]
+    assert _lrs("grow", 4, interval=3) == [0.1] * 4
+    conv = _lrs("grow", 8, policy="convergent", interval=4, stop_window=4)
     assert conv == pytest.approx([0.1, 0.1, 0.01, 0.001] * 2)
-    fine = [learning_rate(0.1, "periodic", "finetune", i, 3, 8) for i in range(8)]
+    fine = _lrs("finetune", 8, finetune_epochs=8)
     assert fine == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+
+
+def test_growth_lr_constant_or_staircase_for_either_policy():
+    """The paper's table 3 has c-AutoGrow with a constant LR (the original's --opt sgd) beside the
+    staircase rows (--opt sgdc); the original's sgdc also works for periodic growth."""
+    assert _lrs("grow", 8, policy="convergent", interval=4, growth_lr="constant") == [0.1] * 8
+    assert _lrs("grow", 6, interval=3, growth_lr="staircase") == pytest.approx([0.1, 0.01, 0.001] * 2)
+    # K = 3, the original's thresholds e < K//2 -> lr, e < 3K//4 -> 0.1 lr, else 0.01 lr
+    assert _lrs("grow", 3, policy="convergent", interval=3, growth_lr="auto") == pytest.approx(
+        [0.1, 0.01, 0.001])
+    with pytest.raises(PolicyConfigError, match="growth_lr"):
+        PolicySettings(seed_arch=(1, 1, 1), growth_lr="cosine")
+
+
+def test_convergent_original_finetune_starts_at_a_tenth_with_one_drop():
+    """The original's c-AutoGrow fine-tune (cifar10/main_add.py:481-485): N = 100 epochs, 0.1 lr
+    for the first 50, 0.01 lr for the rest."""
+    lrs = _lrs("finetune", 100, policy="convergent", interval=100, stop_window=100,
+               finetune_epochs=100, finetune_lr_scale=0.1,
+               finetune_milestones=parse_milestones("1/2"))
+    assert lrs == pytest.approx([0.01] * 50 + [0.001] * 50)
+    with pytest.raises(PolicyConfigError, match="finetune_lr_scale"):
+        PolicySettings(seed_arch=(1, 1, 1), finetune_lr_scale=0.0)
+    with pytest.raises(PolicyConfigError, match="finetune_milestones"):
+        PolicySettings.from_config({"seed_arch": "1-1-1", "finetune_milestones": "3/4,1/4"})
 
 
 def test_lr_milestones_are_exact_fractions_of_the_phase():
     """ImageNet's schedule drops at epochs 30 and 60 of 90 (1/3 in floating point would give
     29); '' keeps the LR constant; bad lists are refused."""
     thirds = parse_milestones("1/3,2/3")
-    lrs = [learning_rate(0.1, "periodic", "finetune", i, 3, 90, thirds) for i in range(90)]
+    lrs = _lrs("finetune", 90, finetune_epochs=90, lr_milestones=thirds)
     drops = [i for i in range(1, 90) if lrs[i] < lrs[i - 1]]
     assert drops == [30, 60]
     assert parse_milestones("0.5,0.75") == parse_milestones("1/2,3/4")
-    assert learning_rate(0.1, "convergent", "grow", 5, 3, 8, ()) == 0.1
+    assert _lrs("grow", 6, policy="convergent", interval=3, lr_milestones=()) == [0.1] * 6
     for bad in ("3/4,1/2", "0,1/2", "1", "half"):
         with pytest.raises(ValueError, match="lr_milestones"):
             parse_milestones(bad)

@@ -146,6 +146,7 @@ def load_data(config: RunConfig, execution: Execution, workers: int | str = "aut
         max_val=config.max_val or None,
         max_test=config.max_test or None,
         workers=workers,
+        crop_padding=None if config.crop_padding < 0 else config.crop_padding,
     )
 
 
@@ -416,7 +417,8 @@ def _trainer_for(config: RunConfig, execution: Execution, data: DataSplits, arch
     return Trainer.seeded(
         execution, family=config.family, arch=arch, in_channels=data.in_channels,
         num_classes=data.num_classes, image_size=data.image_size, width=config.width,
-        seed=config.seed, momentum=config.momentum, weight_decay=config.weight_decay, group=group)
+        seed=config.seed, momentum=config.momentum, weight_decay=config.weight_decay,
+        weight_init=config.weight_init_scheme, group=group)
 
 
 def start_run(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE,

@@ -13,11 +13,11 @@ from autogrow.policies.machine import (
     init_seed,
     metric_series,
 )
-from autogrow.policies.schedule import learning_rate, staircase
-from autogrow.policies.settings import METRICS, POLICIES, PolicyConfigError, PolicySettings
+from autogrow.policies.schedule import parse_milestones, staircase
+from autogrow.policies.settings import GROWTH_LRS, METRICS, POLICIES, PolicyConfigError, PolicySettings
 
 __all__ = [
-    "METRICS", "POLICIES", "TRANSITIONS", "GrowthState", "Phase", "PolicyConfigError",
-    "PolicyError", "PolicySettings", "apply", "base_state", "decide", "due", "fold", "init_seed", "learning_rate",
-    "metric_series", "staircase",
+    "GROWTH_LRS", "METRICS", "POLICIES", "TRANSITIONS", "GrowthState", "Phase", "PolicyConfigError",
+    "PolicyError", "PolicySettings", "apply", "base_state", "decide", "due", "fold", "init_seed",
+    "metric_series", "parse_milestones", "staircase",
 ]

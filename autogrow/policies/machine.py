@@ -33,7 +33,6 @@ from autogrow.events import (
     SnapshotWritten,
     StageStopped,
 )
-from autogrow.policies.schedule import learning_rate
 from autogrow.policies.settings import PolicySettings
 
 
@@ -116,10 +115,8 @@ class GrowthState:
     def learning_rate(self, phase: str) -> float:
         """The LR of the next epoch of ``phase`` ("grow" or "finetune"): the run's base LR on
         its schedule. The run loop trains with it and ``verify`` checks logged epochs against it."""
-        cfg = self.cfg
         index = self.grow_epochs if phase == "grow" else self.finetune_epochs
-        return learning_rate(float(self.run_config["lr"]), cfg.policy, phase, index, cfg.interval,
-                             cfg.finetune_epochs, cfg.lr_milestones)
+        return self.cfg.learning_rate(float(self.run_config["lr"]), phase, index)
 
     def metric_series(self) -> tuple[float, ...]:
         """The metric the policies compare: running max of val acc, or its moving average."""

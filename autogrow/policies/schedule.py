@@ -1,4 +1,6 @@
-"""Learning-rate schedules as pure functions of (settings, phase, epoch index) — DESIGN §3."""
+"""Learning-rate staircases as pure functions of (epoch index, phase length) — DESIGN §3.
+
+`PolicySettings.learning_rate` picks which one each phase uses."""
 
 from __future__ import annotations
 
@@ -9,16 +11,16 @@ from fractions import Fraction
 DEFAULT_MILESTONES = (Fraction(1, 2), Fraction(3, 4))
 
 
-def parse_milestones(text: str) -> tuple[Fraction, ...]:
+def parse_milestones(text: str, name: str = "lr_milestones") -> tuple[Fraction, ...]:
     """``"1/2,3/4"`` or ``"0.5,0.75"`` (fractions of a phase, increasing, in (0, 1)) as exact
     fractions, so ``1/3`` of 90 epochs is epoch 30, not 29; ``""`` = a constant LR."""
     try:
         values = tuple(Fraction(part.strip()) for part in str(text).split(",") if part.strip())
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"lr_milestones {text!r}: expected fractions of the phase like "
+        raise ValueError(f"{name} {text!r}: expected fractions of the phase like "
                          "1/2,3/4 or 0.5,0.75") from None
     if any(not 0 < v < 1 for v in values) or list(values) != sorted(set(values)):
-        raise ValueError(f"lr_milestones {text!r}: fractions must increase within (0, 1)")
+        raise ValueError(f"{name} {text!r}: fractions must increase within (0, 1)")
     return values
 
 
@@ -28,20 +30,3 @@ def staircase(base_lr: float, index: int, length: int,
     never lands on the first epoch)."""
     drops = sum(index >= max(1, math.floor(m * length)) for m in milestones)
     return base_lr * (0.1**drops)
-
-
-def learning_rate(base_lr: float, policy: str, phase: str, index: int, interval: int,
-                  finetune_epochs: int,
-                  milestones: tuple[Fraction, ...] = DEFAULT_MILESTONES) -> float:
-    """The LR of epoch ``index`` (0-based, within its phase).
-
-    Growing: p-AutoGrow keeps ``base_lr``; c-AutoGrow restarts a staircase every interval.
-    Fine-tuning: one staircase over the N fine-tune epochs.
-    """
-    if phase == "grow":
-        if policy == "periodic":
-            return base_lr
-        return staircase(base_lr, index % interval, interval, milestones)
-    if phase == "finetune":
-        return staircase(base_lr, index, finetune_epochs, milestones)
-    raise ValueError(f"unknown phase {phase!r}; expected 'grow' or 'finetune'")

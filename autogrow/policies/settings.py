@@ -9,10 +9,14 @@ from typing import Any
 import attrs
 
 from autogrow.arch import Arch, format_arch, parse_arch
-from autogrow.policies.schedule import DEFAULT_MILESTONES, parse_milestones
+from autogrow.policies.schedule import DEFAULT_MILESTONES, parse_milestones, staircase
 
 POLICIES = ("periodic", "convergent")
 METRICS = ("best", "ema")
+#: The LR while growing: constant (p-AutoGrow; the original's ``--opt sgd``), a staircase restarted
+#: every K epochs (c-AutoGrow's "staircase" rows of the paper's table 3; ``--opt sgdc``), or auto:
+#: constant for periodic growth, staircase for convergent.
+GROWTH_LRS = ("auto", "constant", "staircase")
 
 
 class PolicyConfigError(ValueError):
@@ -36,6 +40,9 @@ class PolicySettings:
     metric: str = "best"
     ema_decay: float = 0.95
     lr_milestones: tuple[Fraction, ...] = DEFAULT_MILESTONES  # where the LR drops ×0.1
+    growth_lr: str = "auto"
+    finetune_lr_scale: float = 1.0  # fine-tuning starts at lr × this (original c-AutoGrow: 0.1)
+    finetune_milestones: tuple[Fraction, ...] | None = None  # None: lr_milestones
 
     def __attrs_post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -48,6 +55,11 @@ class PolicySettings:
             raise PolicyConfigError(
                 f"stop_window (J={self.stop_window}) must be at least interval (K={self.interval})"
             )
+        if self.growth_lr not in GROWTH_LRS:
+            raise PolicyConfigError(f"unknown growth_lr {self.growth_lr!r}; choose one of "
+                                    f"{', '.join(GROWTH_LRS)}")
+        if not self.finetune_lr_scale > 0:
+            raise PolicyConfigError(f"finetune_lr_scale must be positive, got {self.finetune_lr_scale}")
         if self.tau < 0:
             raise PolicyConfigError(f"tau must be >= 0 percentage points, got {self.tau}")
         if self.finetune_epochs < 0:
@@ -77,6 +89,28 @@ class PolicySettings:
         """Epochs the stopping policy looks back: J for periodic growth, K for convergent."""
         return self.stop_window if self.policy == "periodic" else self.interval
 
+    @property
+    def growth_staircase(self) -> bool:
+        """Whether growth-phase epochs follow a staircase restarted every K epochs."""
+        if self.growth_lr == "auto":
+            return self.policy == "convergent"
+        return self.growth_lr == "staircase"
+
+    def learning_rate(self, base_lr: float, phase: str, index: int) -> float:
+        """The LR of epoch ``index`` (0-based, within ``phase``: "grow" or "finetune").
+
+        Growing: ``base_lr``, or a staircase over each K-epoch interval. Fine-tuning: one
+        staircase over the N epochs, from ``base_lr × finetune_lr_scale``.
+        """
+        if phase == "grow":
+            if not self.growth_staircase:
+                return base_lr
+            return staircase(base_lr, index % self.interval, self.interval, self.lr_milestones)
+        if phase == "finetune":
+            milestones = self.lr_milestones if self.finetune_milestones is None else self.finetune_milestones
+            return staircase(base_lr * self.finetune_lr_scale, index, self.finetune_epochs, milestones)
+        raise ValueError(f"unknown phase {phase!r}; expected 'grow' or 'finetune'")
+
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PolicySettings:
         """The policy's view of a run config (the mapping stored in ``run_started``)."""
@@ -98,11 +132,15 @@ class PolicySettings:
             metric=str(config.get("metric", "best")),
             ema_decay=float(config.get("ema_decay", 0.95)),
             lr_milestones=_milestones(config.get("lr_milestones", "1/2,3/4")),
+            growth_lr=str(config.get("growth_lr", "auto")),
+            finetune_lr_scale=float(config.get("finetune_lr_scale", 1.0)),
+            finetune_milestones=(None if config.get("finetune_milestones", "auto") == "auto"
+                                 else _milestones(config["finetune_milestones"], "finetune_milestones")),
         )
 
 
-def _milestones(text: str) -> tuple[Fraction, ...]:
+def _milestones(text: str, name: str = "lr_milestones") -> tuple[Fraction, ...]:
     try:
-        return parse_milestones(text)
+        return parse_milestones(text, name)
     except ValueError as err:
         raise PolicyConfigError(str(err)) from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import attrs
 import torch
 
 from autogrow.engine.data.batches import eval_batches, shard_bounds, steps_per_epoch, train_batches
@@ -78,6 +79,7 @@ def load_dataset(
     max_test: int | None = None,
     verify_checksums: bool = True,
     workers: int | str = 0,
+    crop_padding: int | None = None,
 ) -> DataSplits:
     """Load ``name`` and split it into train / val / test, reproducibly from ``seed``.
 
@@ -86,9 +88,14 @@ def load_dataset(
     or a count; 0 reads in this process). ``val_source="train"`` holds out a stratified
     ``val_split`` of the training set; ``"test"`` validates on the test set (paper). ``subset``
     keeps a stratified fraction of the training portion only; ``max_val``/``max_test`` cap the
-    evaluation sets. Missing files raise :class:`DataError`.
+    evaluation sets. ``crop_padding`` replaces a small set's random-crop padding (``None``: the
+    data set's own, as the original code). Missing files raise :class:`DataError`.
     """
     info = DATASETS[canonical_name(name)]
+    if crop_padding is not None and info.tensor_resident:
+        if crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
+        info = attrs.evolve(info, crop_padding=crop_padding)
     choice = SplitChoice(val_split=val_split, val_source=val_source, seed=seed, subset=subset,
                          max_val=max_val, max_test=max_test)
     root = Path(data_root).expanduser() if data_root is not None else None

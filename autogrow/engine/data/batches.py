@@ -95,7 +95,7 @@ def _tensor_train_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     tf, dev = split.transform, split.device
     params = None
-    if augment:
+    if augment and (tf.crop_padding or tf.hflip):  # MNIST as the original: nothing to draw
         params = epoch_augment_params(len(split), seed, epoch, padding=tf.crop_padding, hflip=tf.hflip).to(dev)
     for positions in plan:
         idx = positions.to(dev)

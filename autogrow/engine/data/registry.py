@@ -1,5 +1,6 @@
 """What the data layer knows about each data set before reading a file (shape, classes,
-normalisation, the paper's augmentation), where caches go, and the data layer's one error type."""
+normalisation, the original code's augmentation), where caches go, and the data layer's one
+error type."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ class DataError(RuntimeError):
 
 @attrs.frozen
 class DatasetInfo:
-    """Fixed facts about a data set: shape, classes, normalisation and the paper's augmentation."""
+    """Fixed facts about a data set: shape, classes, normalisation and augmentation, as the
+    AutoGrow authors' code has them (cifar10/main_gradual.py:299-325, cifar10/utils.py:17-23).
+
+    ``crop_padding`` is the random-crop padding in px on the image as trained (28-px sets are
+    zero-padded to 32 first, as the original's ``RandomCrop(32, padding=2)`` does: one position,
+    no translation)."""
 
     name: str
     num_classes: int
@@ -30,8 +36,13 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,), hflip=False),
-    "fashionmnist": DatasetInfo("fashionmnist", 10, 1, 28, (0.2860,), (0.3530,), hflip=True),
+    # MNIST and Fashion-MNIST: no normalisation (the original's table gives mean 0, std 1), no
+    # translation; Fashion-MNIST is flipped, MNIST is not.
+    "mnist": DatasetInfo("mnist", 10, 1, 28, (0.0,), (1.0,), hflip=False, crop_padding=0),
+    "fashionmnist": DatasetInfo("fashionmnist", 10, 1, 28, (0.0,), (1.0,), hflip=True,
+                                crop_padding=0),
+    # CIFAR-10's std is the data's true one; the original uses (0.2023, 0.1994, 0.2010), which its
+    # own comment calls wrong (README, fidelity table).
     "svhn": DatasetInfo(
         "svhn", 10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), hflip=False
     ),
