@@ -7,6 +7,7 @@ A run stopped by a stop signal or its time budget exits 75 (resumable); a second
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import sys
@@ -194,6 +195,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_launch_flags(p, relaunch=True)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("sweep", help="many runs from one spec: a grid and cells, over seeds",
+                       description="Run every cell of a sweep spec (TOML: command, preset, seeds, "
+                                   "[settings], [grid], [[cells]]; see examples/sweep.toml) as an "
+                                   "ordinary run directory OUT/<cell name>. Running it again "
+                                   "resumes unfinished cells and skips finished ones.")
+    p.add_argument("spec", type=Path, help="the sweep spec (TOML)")
+    p.add_argument("--out", type=Path, help="directory of the sweep's run directories "
+                                            "(required unless --list)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="cells run at once, as local processes (default 1)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads per cell for cells that start (default: the cores shared "
+                        "by --jobs; with --cell: torch's default)")
+    p.add_argument("--cell", type=int, metavar="I",
+                   help="run cell I only, in this process (e.g. a SLURM array task: "
+                        "--cell $SLURM_ARRAY_TASK_ID; see examples/sweep.sbatch)")
+    p.add_argument("--list", action="store_true", help="print the cells (index, name) and exit")
+    _add_launch_flags(p, relaunch=False)
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("resume", help="continue a run from its latest snapshot")
     p.add_argument("run_dir", type=Path, metavar="RUN")
     _add_launch_flags(p, relaunch=False)
@@ -338,6 +359,51 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["finetune_epochs"] = args.epochs
     config = resolve_config(args.preset, args.config_file, overrides)
     return _start(config, args.run_dir, _launch(args))
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from autogrow import sweep as sw
+
+    spec = sw.load_sweep(args.spec)
+    if args.list:
+        for cell in spec.cells:
+            print(f"{cell.index}\t{cell.name}")
+        return 0
+    if args.out is None:
+        raise ValueError("sweep needs --out DIR (the directory of its runs) unless --list")
+    if args.jobs < 1 or args.threads < 0:
+        raise ValueError("--jobs must be >= 1 and --threads >= 0")
+    launch = _launch(args)
+    if args.cell is not None:
+        if not 0 <= args.cell < len(spec.cells):
+            raise ValueError(f"--cell {args.cell}: the spec has cells 0..{len(spec.cells) - 1} "
+                             "(see --list)")
+        cell = spec.cells[args.cell]
+        status = sw.cell_status(spec, cell, args.out)  # refuses a run with other settings
+        config = spec.config(cell, args.threads if status == "new" else 0)
+        return _start(config, args.out / cell.name, attrs.evolve(launch, resume_if_exists=True))
+    outcome = sw.run_local(spec, args.out, jobs=args.jobs,
+                           threads=args.threads or sw.default_threads(args.jobs),
+                           launch_args=_launch_argv(args))
+    rows = sw.summary_rows(spec, args.out, outcome)
+    print(f"# sweep {args.spec} -> {args.out}")
+    for row in rows:
+        print("  ".join(row))
+    counts = collections.Counter(s.split(" (")[0] for s in outcome.values())
+    print("# " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    if any(s.startswith("failed") for s in outcome.values()):
+        return 1
+    return EXIT_RESUMABLE if any(s in ("suspended", "not run") for s in outcome.values()) else 0
+
+
+def _launch_argv(args: argparse.Namespace) -> list[str]:
+    """This launch's flags, passed on to each cell's process."""
+    argv: list[str] = []
+    for name in ("stop_signals", "time_limit", "log_every", "workers"):
+        value = getattr(args, name, None)
+        if value is not None:
+            argv += ["--" + name.replace("_", "-"), str(value)]
+    return argv
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
