@@ -143,10 +143,16 @@ def _add_launch_flags(parser: argparse.ArgumentParser, *, relaunch: bool) -> Non
                             "auto = the CPU cores available / processes on this machine, at "
                             "most 8; 0 = decode in the training process. Batches are the same "
                             "whatever the count (default auto)")
+    group.add_argument("--tensorboard", metavar="LOGDIR",
+                       help="also write TensorBoard files as the run goes, to LOGDIR/<run "
+                            "directory name> (scalars per epoch, decisions, config as hparams; "
+                            "a resume rewrites them from the log, so no epoch appears twice); "
+                            "needs pip install 'autogrow[tensorboard]' (default none)")
 
 
 def _launch(args: argparse.Namespace) -> LaunchOptions:
-    names = ("resume_if_exists", "stop_signals", "time_limit", "requeue", "log_every", "workers")
+    names = ("resume_if_exists", "stop_signals", "time_limit", "requeue", "log_every", "workers",
+             "tensorboard")
     flags = {k: getattr(args, k, None) for k in names}
     return resolve_launch(getattr(args, "config_file", None), flags)
 
@@ -260,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="RUN")
     p.add_argument("--out", required=True, type=Path, help="output .safetensors file")
     p.set_defaults(func=cmd_export)
+
+    from autogrow.replay.report import add_parser as add_report_parser
+    from autogrow.replay.tensorboard import add_parser as add_tensorboard_parser
+    add_report_parser(sub)
+    add_tensorboard_parser(sub)
     return parser
 
 
@@ -301,7 +312,8 @@ def _drive(launch: LaunchOptions, device: str, body: Callable[[Any, Any], Any]) 
     stop = StopControl.for_launch(launch.stop_signals, launch.time_limit, _STARTED)
     with _process_group(device) as group:
         try:
-            body(group, Controls(stop=stop, log_every=launch.log_every, workers=launch.workers))
+            body(group, Controls(stop=stop, log_every=launch.log_every, workers=launch.workers,
+                          tensorboard=launch.tensorboard))
         except Suspended as suspended:
             if group.is_main:
                 print(f"autogrow: {suspended}; the run is saved — relaunch the same command "
@@ -399,7 +411,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _launch_argv(args: argparse.Namespace) -> list[str]:
     """This launch's flags, passed on to each cell's process."""
     argv: list[str] = []
-    for name in ("stop_signals", "time_limit", "log_every", "workers"):
+    for name in ("stop_signals", "time_limit", "log_every", "workers", "tensorboard"):
         value = getattr(args, name, None)
         if value is not None:
             argv += ["--" + name.replace("_", "-"), str(value)]
