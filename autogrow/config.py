@@ -335,6 +335,9 @@ class LaunchOptions:
     log_every: float = 60.0          # seconds between progress lines when stderr is not a terminal
     # loader processes for on-disk images: auto = cores / local processes, at most 8; 0 = none
     workers: int | str = attrs.field(default="auto", converter=parse_workers)
+    # TensorBoard log directory written as the run goes (rank 0, LOGDIR/<run dir name>); "" = none
+    tensorboard: str = attrs.field(default="", converter=attrs.converters.pipe(
+        attrs.converters.default_if_none(""), str))
 
     def __attrs_post_init__(self) -> None:
         if self.log_every < 0:

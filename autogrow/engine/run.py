@@ -71,6 +71,15 @@ class Controls:
     stop: StopControl = attrs.field(factory=StopControl)
     log_every: float = 60.0
     workers: int | str = "auto"
+    # TensorBoard log directory written live (LOGDIR/<run dir name>), "" = none; checked here so a
+    # missing package fails before the run starts
+    tensorboard: str = attrs.field(default="", converter=attrs.converters.pipe(
+        attrs.converters.default_if_none(""), str))
+
+    def __attrs_post_init__(self) -> None:
+        if self.tensorboard:
+            from autogrow.replay.tensorboard import require_tensorboard
+            require_tensorboard()
 
 
 @attrs.frozen
@@ -170,6 +179,10 @@ class Run:
         self.data = data
         self.trainer = trainer
         self.state = state
+        self.tensorboard = None  # the live --tensorboard writer (rank 0)
+        if self.controls.tensorboard and self.group.is_main:
+            from autogrow.replay.tensorboard import LiveTensorBoard
+            self.tensorboard = LiveTensorBoard(self.controls.tensorboard, run_dir)
 
     # -- the log ----------------------------------------------------------------------------
 
@@ -181,7 +194,9 @@ class Run:
         """
         if self.group.is_main:
             new_state = apply(self.state, event)
-            self.log.append(*encode(event))
+            record = self.log.append(*encode(event))
+            if self.tensorboard is not None:
+                self.tensorboard.append(self.log, record)
         if self.group.enabled:
             sent = broadcast_json(self.group, list(encode(event)) if self.group.is_main else None)
             if not self.group.is_main:
@@ -230,8 +245,14 @@ class Run:
             if self.group.is_main and self.log is not None and not self.log.closed:
                 with contextlib.suppress(Exception):  # never hide the original error
                     reason = f"{type(err).__name__}: {err}"
-                    self.log.append(*encode(RunFailed(reason=reason.splitlines()[0][:500])))
+                    failed = RunFailed(reason=reason.splitlines()[0][:500])
+                    record = self.log.append(*encode(failed))
+                    if self.tensorboard is not None:
+                        self.tensorboard.append(self.log, record)
             raise
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
 
     def _loop(self) -> RunResult:
         if self.state.last_snapshot is None:  # a new run, or one killed before its first snapshot
