@@ -390,6 +390,29 @@ def test_reopen_and_continue_keeps_the_chain(tmp_path: Path) -> None:
     assert len(spec_verify(tmp_path / "events.jsonl")) == 4
 
 
+def test_a_complete_last_record_without_its_newline_is_a_torn_tail(tmp_path: Path) -> None:
+    """A crash can cut exactly the final newline of an otherwise complete, valid record. It
+    must be set aside like any torn tail, not accepted: an accepted record without its newline
+    would be glued to the next append, corrupting the log (fails if ``_scan`` accepts a last
+    line that parses without its newline)."""
+    with EventLog.open(tmp_path, create=True) as log:
+        for i in range(3):
+            log.append("t", 1, {"i": i})
+    path = tmp_path / "events.jsonl"
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-1])  # only the final b"\n" is lost
+    with EventLog.open(tmp_path, readonly=True) as log:
+        assert len(log) == 2 and log.torn is not None and log.torn.length == len(
+            whole.splitlines(keepends=True)[-1]) - 1
+    with EventLog.open(tmp_path) as log:  # a writer sets it aside and continues the chain
+        assert len(log) == 2
+        log.append("t", 1, {"i": "again"})
+    with EventLog.open(tmp_path, readonly=True) as log:
+        assert [r.payload["i"] for r in log] == [0, 1, "again"] and log.torn is None
+    side, = tmp_path.glob("events.jsonl.torn-*")
+    assert side.read_bytes() == whole.splitlines(keepends=True)[-1][:-1]
+
+
 # -- locking ---------------------------------------------------------------------------------------
 
 TRY_WRITE = """
