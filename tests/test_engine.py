@@ -170,3 +170,30 @@ def test_non_empty_foreign_run_dir_is_refused_and_left_alone(tmp_path):
     assert proc.returncode != 0 and "not empty" in proc.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == ["thesis.txt"]
     assert (run_dir / "thesis.txt").read_text() == "do not touch"
+
+
+def test_resume_restores_the_runs_thread_count(tmp_path):
+    """The CPU thread count is part of the run (it can change CPU numerics): a run started with
+    one thread and resumed in a process that has two trains with one again (fails if resume
+    takes the resuming process's count)."""
+    from autogrow.engine.run import resume_run
+
+    run_dir = tmp_path / "run"
+    first = autogrow_cli("grow", "--preset", "smoke", "--threads", "1", "--time-limit", "1s",
+                         "--run-dir", str(run_dir))
+    assert first.returncode == 75, first.stderr
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = resume_run(run_dir)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    reference = autogrow_cli("grow", "--preset", "smoke", "--threads", "1", "--run-dir",
+                             str(tmp_path / "ref"), check=True)
+    assert reference.returncode == 0 and result.weights_digest == _digest(tmp_path / "ref")
+
+
+def _digest(run_dir):
+    with EventLog.open(run_dir, readonly=True) as log:
+        return state_of(log.records).result.weights_digest
