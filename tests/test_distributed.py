@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -189,3 +190,20 @@ def _wait_for_no_workers(proc: subprocess.Popen) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("torchrun's killed workers were never reaped")
+
+
+def test_ranks_whose_weights_differ_after_a_growth_stop_the_run(tmp_path):
+    """Rank 1 nudges its net after the first growth (test hook): the digest all-gather after the
+    growth must stop the run on every rank, naming both digests, and log the failure (fails if
+    the ranks' agreement check in Run._grow is removed: the run would finish)."""
+    run_dir = tmp_path / "run"
+    proc = _torchrun(2, "grow", "--preset", "smoke", "--run-dir", str(run_dir),
+                     env_extra={"AUTOGROW_TEST_PERTURB_RANK": "1"})
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0, out
+    assert "after growth 0 the ranks' weights differ" in out
+    message = next(line for line in out.splitlines() if "ranks' weights differ" in line)
+    assert len(re.findall(r"\b[0-9a-f]{12}\b", message)) >= 2  # both ranks' digests, named
+    events = _events(run_dir)
+    assert events[-1].TYPE == "run_failed" and "weights differ" in events[-1].reason
+    assert not any(e.TYPE == "run_finished" for e in events)

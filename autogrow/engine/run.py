@@ -378,6 +378,7 @@ class Run:
         if "adam" in info:
             log.info("adam_init", **{k: v for k, v in info["adam"].items()
                                      if isinstance(v, (int, float, str))})
+        perturb_for_test(group, self.trainer.net)
         if group.enabled:  # every rank must now hold the very same net
             digests = gather_strings(group, weights_digest(self.trainer.net))
             if len(set(digests)) != 1:
@@ -410,6 +411,17 @@ class Run:
 
 
 RANK_DIGESTS_ENV = "AUTOGROW_RANK_DIGESTS"
+PERTURB_RANK_ENV = "AUTOGROW_TEST_PERTURB_RANK"
+
+
+def perturb_for_test(group: Dist, net: torch.nn.Module) -> None:
+    """Test hook: with ``AUTOGROW_TEST_PERTURB_RANK=R`` rank R nudges its head's bias after
+    every growth, as a rank that drew a different block would, so a test can show the ranks'
+    digest check stops the run."""
+    target = os.environ.get(PERTURB_RANK_ENV)
+    if target is not None and int(target) == group.rank:
+        with torch.no_grad():
+            net.head.bias.add_(1e-3)
 
 
 def record_rank_digest(group: Dist, growth_index: int, net: torch.nn.Module) -> None:
