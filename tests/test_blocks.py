@@ -321,7 +321,7 @@ def test_counts_grow_with_depth_and_arch_cost_matches(family: str) -> None:
 
 def test_full_width_counts_match_torchvision_resnets() -> None:
     """Bottleneck4ResNet 3-4-6-3 is ResNet-50, Basic4ResNet 2-2-2-2 is ResNet-18."""
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision
     from torch.utils.flop_counter import FlopCounterMode
 
     for family, arch, ctor in [
