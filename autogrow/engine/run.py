@@ -498,7 +498,7 @@ def _prepare(config: RunConfig, group: Dist = SINGLE, *, arch: str | None = None
     execution = resolve_execution(config.device, config.precision, config.channels_last,
                                   config.threads, config.deterministic)
     make_deterministic(execution)
-    torch.manual_seed(config.seed)  # the global RNG is in every snapshot: start it from the seed
+    torch.manual_seed(config.seed)  # for code outside the engine; the engine never draws from it
     data = load_data(config, execution, workers)
     trainer = _trainer_for(config, execution, data, arch or config.seed_arch, group)
     if tensors is not None:

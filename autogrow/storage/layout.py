@@ -1,7 +1,8 @@
 """The names of the tensors inside a run snapshot (one place for the writer and every reader).
 
-A snapshot holds ``model.<state_dict name>``, ``momentum.<parameter name>``, the global CPU RNG
-state and, for a snapshot taken inside an epoch, that epoch's running sums (``epoch.*``).
+A snapshot holds ``model.<state_dict name>``, ``momentum.<parameter name>``, fp16 loss scaling
+(``amp.*``) and, for a snapshot taken inside an epoch, that epoch's running sums (``epoch.*``).
+(Snapshots of earlier versions also hold ``rng.torch_cpu``, which is ignored.)
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from typing import Any
 
 MODEL_PREFIX = "model."
 MOMENTUM_PREFIX = "momentum."
-RNG_KEY = "rng.torch_cpu"
 AMP_SCALE = "amp.scale"            # fp16 GradScaler state
 AMP_GROWTH = "amp.growth_tracker"
 PROGRESS_PREFIX = "epoch."
