@@ -83,33 +83,47 @@ def verify_run(run_dir: Path) -> Report:
 
 def _check_snapshots(run_dir: Path, records, events, problems: list[str],
                      notes: list[str]) -> int:
-    """Every snapshot present must match its digest; those resume and fork need must be present;
-    any other may be missing only if a ``snapshots_pruned`` event names it."""
+    """Every snapshot present must match its digest and be the snapshot its record names (label,
+    epoch, step in its metadata); those resume and fork need must be present; any other may be
+    missing only if a ``snapshots_pruned`` event names it."""
     from autogrow.storage import SnapshotStore  # torch only when snapshots are read
 
     store = SnapshotStore(run_dir)
     needed = retained_digests(records, keep=1)
     deliberately = pruned_digests(records)
     checked, pruned = 0, 0
-    seen: set[str] = set()
+    metadata: dict[str, dict[str, str] | None] = {}  # None: missing or damaged (reported once)
     for seq, ev in events:
-        if not isinstance(ev, SnapshotWritten) or ev.digest in seen:
+        if not isinstance(ev, SnapshotWritten):
             continue
-        seen.add(ev.digest)
-        if not store.exists(ev.digest):
-            if ev.digest in needed:
-                problems.append(f"seq {seq}: snapshot {store.path(ev.digest)} is missing")
-            elif ev.digest in deliberately:
-                pruned += 1
-            else:
-                problems.append(f"seq {seq}: snapshot {store.path(ev.digest)} is missing and no "
-                                "snapshots_pruned event deleted it (lost or removed by hand)")
+        if ev.digest not in metadata:
+            metadata[ev.digest] = None
+            if not store.exists(ev.digest):
+                if ev.digest in needed:
+                    problems.append(f"seq {seq}: snapshot {store.path(ev.digest)} is missing")
+                elif ev.digest in deliberately:
+                    pruned += 1
+                else:
+                    problems.append(f"seq {seq}: snapshot {store.path(ev.digest)} is missing and no "
+                                    "snapshots_pruned event deleted it (lost or removed by hand)")
+                continue
+            try:
+                metadata[ev.digest] = store.get(ev.digest).metadata
+                checked += 1
+            except StorageError as err:
+                problems.append(f"seq {seq}: {err}")
+                continue
+        # The file's own metadata (covered by its digest) must name the point the record names,
+        # so a record cannot pass off an older snapshot as a later one.
+        meta = metadata[ev.digest]
+        if meta is None:
             continue
-        try:
-            store.get(ev.digest)
-            checked += 1
-        except StorageError as err:
-            problems.append(f"seq {seq}: {err}")
+        held = (meta.get("label", ev.label), meta.get("epoch", str(ev.epoch)),
+                meta.get("step", str(ev.step)))
+        if held != (ev.label, str(ev.epoch), str(ev.step)):
+            problems.append(f"seq {seq}: snapshot {ev.digest[:12]}… holds the {held[0]} snapshot of "
+                            f"epoch {held[1]} step {held[2]}, not the {ev.label} snapshot of epoch "
+                            f"{ev.epoch} step {ev.step} the record names")
     if pruned:
         notes.append(f"{pruned} snapshot(s) pruned by the run's retention (logged)")
     return checked
@@ -178,6 +192,12 @@ def _check_finish(run_dir: Path, seq: int, state: GrowthState, ev: RunFinished,
                         f"{format_arch(state.arch)}")
     if last_snapshot is None:
         return
+    if (last_snapshot.epoch, last_snapshot.step) != (state.epoch, 0):
+        # weights_digest is checked against the last snapshot, so it must be of the final net
+        problems.append(f"seq {seq}: run_finished follows no snapshot of the final net: the last "
+                        f"is of epoch {last_snapshot.epoch} step {last_snapshot.step}, the run "
+                        f"trained {state.epoch} epochs")
+        return
     from autogrow.blocks import weights_digest
     from autogrow.storage import SnapshotStore
 
@@ -185,10 +205,14 @@ def _check_finish(run_dir: Path, seq: int, state: GrowthState, ev: RunFinished,
     if not store.exists(last_snapshot.digest):
         return  # reported by the snapshot check
     try:
-        tensors = store.get(last_snapshot.digest).tensors
+        snapshot = store.get(last_snapshot.digest)
     except StorageError:
         return  # reported by the snapshot check
-    model = section(tensors, MODEL_PREFIX)
+    held = snapshot.metadata.get("arch", format_arch(state.arch))
+    if held != format_arch(state.arch):
+        problems.append(f"seq {seq}: the final snapshot {last_snapshot.digest[:12]}… holds a "
+                        f"{held} net but the run finished with {format_arch(state.arch)}")
+    model = section(snapshot.tensors, MODEL_PREFIX)
     if weights_digest(model) != ev.weights_digest:
         problems.append(f"seq {seq}: weights_digest {ev.weights_digest[:12]}… does not match the "
                         f"final snapshot {last_snapshot.digest[:12]}…")
