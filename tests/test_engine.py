@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -75,7 +76,10 @@ def test_history_shows_every_growth_and_stop(smoke_run):
     for g in grows:
         assert f"stage {g.stage} -> {g.depth} blocks" in proc.stdout
     as_json = autogrow_cli("history", str(smoke_run), "--json", check=True)
-    assert len(as_json.stdout.splitlines()) == len(log.records)
+    lines = [json.loads(line) for line in as_json.stdout.splitlines()]
+    # every record, whole: seq, type, schema, time and the payload as logged
+    assert lines == [{"seq": r.seq, "type": r.type, "schema": r.schema, "ts": r.ts,
+                      "payload": r.payload} for r in log.records]
 
 
 def test_export_gives_the_found_net(smoke_run, tmp_path):

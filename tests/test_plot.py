@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,15 @@ def test_plot_run_writes_png(tmp_path: Path) -> None:
     assert plot_run(run, out) == out
     blob = out.read_bytes()
     assert blob.startswith(PNG_SIGNATURE) and len(blob) > 10_000
+    from PIL import Image  # the pixels, not only the header: a drawn figure, not a blank canvas
+
+    with Image.open(out) as image:
+        pixels = image.convert("RGB")
+        assert image.width > 600 and image.height > 300
+        colours = pixels.getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 50
+        # a white margin and a shaded growth phase, with lines drawn on them
+        assert any(c == (255, 255, 255) and n > 10_000 for n, c in colours)
     bare = tmp_path / "figure2"  # no extension: PNG, at exactly that path
     assert plot_run(run, bare) == bare and bare.read_bytes().startswith(PNG_SIGNATURE)
 
@@ -168,7 +178,13 @@ def test_plot_run_writes_png(tmp_path: Path) -> None:
 def test_plot_run_mid_growth_and_other_format(tmp_path: Path) -> None:
     run = write_log(tmp_path / "run", finished_run()[:8])
     out = plot_run(run, tmp_path / "figure2.svg")
-    assert out.read_text().lstrip().startswith(("<?xml", "<svg"))
+    text = out.read_text()
+    assert text.lstrip().startswith(("<?xml", "<svg"))
+    root = ET.fromstring(text)  # well-formed, an <svg> with the figure's lines and labels
+    assert root.tag.endswith("svg")
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}path")) > 20
+    for label in ("Growing", "epoch", "accuracy (%)"):
+        assert label in text
 
 
 def test_plot_run_without_epochs_is_an_error(tmp_path: Path) -> None:
