@@ -48,8 +48,20 @@ def test_events_are_immutable():
     started = _examples()[0]
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         started.seed = 4  # type: ignore[misc]
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="immutable"):
         started.config["tau"] = 1.0  # type: ignore[index]
+    # a plain dict given to an event is frozen by the field, nested lists become tuples
+    plain = {"tau": 0.05, "arches": ["1-1-1", {"k": [1, 2]}]}
+    made = ev.RunStarted(run_id="r", config=plain, seed=0, versions={})
+    assert isinstance(made.config, ev.FrozenDict) and made.config["arches"][1]["k"] == (1, 2)
+    plain["tau"] = 9.0  # the caller's dict stays the caller's
+    assert made.config["tau"] == 0.05
+    for mutate in (lambda d: d.pop("tau"), lambda d: d.update(tau=1), lambda d: d.clear(),
+                   lambda d: d.setdefault("x", 1), lambda d: d.popitem(),
+                   lambda d: d.__delitem__("tau")):
+        with pytest.raises(TypeError, match="immutable"):
+            mutate(made.config)
+    assert hash(made.config) == hash(ev.FrozenDict(made.config))
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53))
