@@ -32,6 +32,7 @@ from autogrow.config import (
     VAL_SOURCES,
     LaunchOptions,
     RunConfig,
+    baseline_overrides,
     resolve_config,
     resolve_launch,
 )
@@ -362,13 +363,7 @@ def cmd_grow(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    overrides = _overrides(args)
-    overrides.update(seed_arch=args.arch, max_arch=args.arch)
-    # the baseline schedule (paper:242-247), not a c-AutoGrow preset's shortened fine-tune
-    overrides.setdefault("finetune_lr_scale", 1.0)
-    overrides.setdefault("finetune_milestones", "auto")
-    if args.epochs is not None:
-        overrides["finetune_epochs"] = args.epochs
+    overrides = baseline_overrides(_overrides(args), args.arch, args.epochs)
     config = resolve_config(args.preset, args.config_file, overrides)
     return _start(config, args.run_dir, _launch(args))
 

@@ -176,6 +176,19 @@ class RunConfig:
         return cls(**{k: coerce(k, v) for k, v in data.items()})
 
 
+def baseline_overrides(overrides: Mapping[str, Any], arch: str,
+                       epochs: int | None = None) -> dict[str, Any]:
+    """``overrides`` for the fixed-arch baseline (`autogrow train`, a sweep's train cell): the arch
+    as seed and cap, ``epochs`` of training on the baseline's schedule (paper:242-247) — full LR
+    and ``lr_milestones`` unless asked otherwise, not a c-AutoGrow preset's shortened fine-tune."""
+    out = dict(overrides, seed_arch=arch, max_arch=arch)
+    out.setdefault("finetune_lr_scale", 1.0)
+    out.setdefault("finetune_milestones", "auto")
+    if epochs is not None:
+        out["finetune_epochs"] = epochs
+    return out
+
+
 FIELD_NAMES = frozenset(f.name for f in attrs.fields(RunConfig))
 _FIELD_TYPES = {f.name: f.type for f in attrs.fields(RunConfig)}
 

@@ -37,7 +37,14 @@ from typing import Any
 
 import attrs
 
-from autogrow.config import FIELD_NAMES, ConfigError, RunConfig, load_toml, resolve_config
+from autogrow.config import (
+    FIELD_NAMES,
+    ConfigError,
+    RunConfig,
+    baseline_overrides,
+    load_toml,
+    resolve_config,
+)
 
 COMMANDS = ("grow", "train")
 SPEC_KEYS = ("command", "preset", "seeds", "settings", "grid", "cells")
@@ -72,11 +79,7 @@ class Cell:
         if threads:
             out["threads"] = threads
         if self.command == "train":
-            out.update(seed_arch=self.arch, max_arch=self.arch)
-            out.setdefault("finetune_lr_scale", 1.0)  # the baseline's schedule, as `train`
-            out.setdefault("finetune_milestones", "auto")
-            if self.epochs is not None:
-                out["finetune_epochs"] = self.epochs
+            out = baseline_overrides(out, self.arch, self.epochs)
         return out
 
 
