@@ -28,8 +28,11 @@ test: install data
 
 # Mutation testing of the audit's core modules against their fast tests (pyproject [tool.mutmut]);
 # not part of `make test` (about 20 minutes on 2 cores). Resumable: rerun to continue.
+MUTATE_SMOKE := .pytest_cache/mutate-smoke-run
 mutate: install data
-	$(VENV)/bin/mutmut run --max-children 2
+	rm -rf $(MUTATE_SMOKE)
+	$(VENV)/bin/autogrow grow --preset smoke --run-dir $(MUTATE_SMOKE) > /dev/null
+	AUTOGROW_TEST_SMOKE_RUN=$(CURDIR)/$(MUTATE_SMOKE) $(VENV)/bin/mutmut run --max-children 2
 	$(VENV)/bin/mutmut results
 
 bench: install

@@ -233,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "decision is exactly what the policy decides from the logged "
                                    "metrics.")
     p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.add_argument("--reexecute", type=_reexecute_count, metavar="N|all", default=None,
+                   help="also re-execute N logged epochs (or all) from their start snapshots and "
+                        "the final evaluation, and require the logged metrics and the kept "
+                        "snapshots' digests bit for bit (a reproducible choice that includes "
+                        "the last growth; each costs about one epoch of the run)")
+    p.add_argument("--standard", choices=("auto", "exact", "tolerant"), default="auto",
+                   help="exact equality, or the stated tolerances for a run made on another "
+                        "machine class; auto: exact when the run's recorded torch, device and "
+                        "CPU/GPU are this machine's (default: %(default)s)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("fork", help="start a new run from a growth point or snapshot of a run",
@@ -424,17 +433,81 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _drive(_launch(args), "auto", body)
 
 
+def _reexecute_count(text: str) -> int | str:
+    """``--reexecute``: a positive number of epochs, or ``all``."""
+    if text == "all":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of epochs or 'all', got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 epoch, got {count}")
+    return count
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from autogrow.engine.distributed import launched_by_torchrun
     from autogrow.replay.verify import verify_run
-    report = verify_run(args.run_dir)
+    reexecute = args.reexecute is not None
+    if launched_by_torchrun() and not reexecute:
+        raise ValueError("verify runs in one process; torchrun is only for --reexecute of a run "
+                         "made by several processes")
+    if not reexecute:
+        return 0 if _print_verify(verify_run(args.run_dir)) else 1
+    from autogrow.engine.reexecute import plan
+    device = plan(args.run_dir).config.device
+    with _process_group(device) as group:
+        report = verify_run(args.run_dir)
+        ok = _print_verify(report) if group.is_main else report.ok
+        return 0 if _print_reexecution(args, group) and ok else 1
+
+
+def _print_verify(report: Any) -> bool:
     for note in report.notes:
         print(f"note: {note}")
     for problem in report.problems:
         print(f"FAIL: {problem}")
     verdict = "OK" if report.ok else "FAILED"
     print(f"{verdict}: {report.records} records, {report.snapshots_checked} snapshots checked, "
-          f"{report.decisions_checked} decisions audited")
-    return 0 if report.ok else 1
+          f"{report.decisions_checked} decisions audited", flush=True)
+    return report.ok
+
+
+def _print_reexecution(args: argparse.Namespace, group: Any) -> bool:
+    """Re-execute (every rank), print the table as it goes (rank 0); True if all compared equal
+    (or within the tolerant standard)."""
+    from autogrow.engine.reexecute import TABLE_HEADER, format_row, reexecute
+    show = group.is_main
+    count = None if args.reexecute == "all" else args.reexecute
+
+    def on_row(row: Any) -> None:
+        if show:
+            print(format_row(row), flush=True)
+
+    if show:
+        print(f"re-executing {'every epoch' if count is None else f'{count} epoch(s)'} "
+              "from the kept snapshots, and the final evaluation")
+        print(TABLE_HEADER, flush=True)
+    outcome = reexecute(args.run_dir, count, standard=args.standard, group=group,
+                        on_row=on_row)
+    if show:
+        for skipped in outcome.skipped:
+            print(f"not re-executed: {skipped}")
+        print(f"standard: {outcome.standard} ({outcome.why})")
+        if outcome.epochs:
+            ratio = outcome.seconds / outcome.run_seconds if outcome.run_seconds else float("nan")
+            print(f"re-executed {outcome.epochs} epoch(s) in {outcome.seconds:.1f} s; the run "
+                  f"trained them in {outcome.run_seconds:.1f} s ({ratio:.2f}x)")
+        failure = outcome.first_failure
+        if failure is not None:
+            print(f"FAIL: seq {failure.seq}: re-executing epoch {failure.epoch} does not give the "
+                  f"logged {failure.what}: {failure.detail}")
+        else:
+            compared = sum(row.compared for row in outcome.rows)
+            print(f"OK: {compared} comparisons "
+                  f"{'equal' if outcome.standard == 'exact' else 'within tolerance'}")
+    return outcome.ok
 
 
 def _snapshot_keep(run_dir: Path) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +27,17 @@ def autogrow_cli(*args: str, env: dict[str, str] | None = None, timeout: float =
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """A finished smoke run made through the command line (a separate process)."""
+    """A finished smoke run made through the command line (a separate process).
+
+    ``AUTOGROW_TEST_SMOKE_RUN=DIR`` copies a smoke run made beforehand instead: ``make mutate``
+    sets it so that each mutant's test session does not train one again (the smoke run is
+    the audit's input there, not what is under test)."""
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    autogrow_cli("grow", "--preset", "smoke", "--run-dir", str(run_dir), check=True)
+    made = os.environ.get("AUTOGROW_TEST_SMOKE_RUN")
+    if made:
+        shutil.copytree(made, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    else:
+        autogrow_cli("grow", "--preset", "smoke", "--run-dir", str(run_dir), check=True)
     return run_dir
 
 

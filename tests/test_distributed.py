@@ -207,3 +207,22 @@ def test_ranks_whose_weights_differ_after_a_growth_stop_the_run(tmp_path):
     events = _events(run_dir)
     assert events[-1].TYPE == "run_failed" and "weights differ" in events[-1].reason
     assert not any(e.TYPE == "run_finished" for e in events)
+
+
+def test_a_two_process_run_reexecutes_under_torchrun_and_not_in_one_process(ddp_run):
+    """Re-execution of a DDP run (issue 15): one process cannot reproduce it (each rank's
+    BatchNorm statistics are of its own share of the batch) and says so, naming the command;
+    torchrun with the run's process count re-executes every epoch bit for bit."""
+    run_dir, _ = ddp_run
+    one = autogrow_cli("verify", str(run_dir), "--reexecute", "all")
+    assert one.returncode == 2, one.stdout + one.stderr
+    assert "trained in 2 process(es)" in one.stderr and "torchrun --nproc-per-node 2" in one.stderr
+    proc = _torchrun(2, "verify", str(run_dir), "--reexecute", "all")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert out.count("re-executing every epoch") == 1  # rank 0 prints, the other rank computes
+    assert "MISMATCH" not in out and "standard: exact" in out
+    epochs = {line.split()[0] for line in out.split("result\n", 1)[1].splitlines()
+              if line.split() and line.split()[0].isdigit()}
+    finished = [e for e in _events(run_dir) if e.TYPE == "epoch_completed"]
+    assert epochs == {str(e.epoch) for e in finished}

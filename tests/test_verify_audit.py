@@ -22,17 +22,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from autogrow.replay.verify import Report, verify_run
-from autogrow.storage import EventLog
 from tests.conftest import autogrow_cli
-
-Record = tuple[str, int, dict[str, Any]]  # (type, schema, payload) of one log record
+from tests.forgery import Record, forge, index_of, read_records
 
 BOOKKEEPING = {"snapshot_written", "run_resumed", "run_suspended", "snapshots_pruned"}
 
@@ -40,29 +36,13 @@ BOOKKEEPING = {"snapshot_written", "run_resumed", "run_suspended", "snapshots_pr
 @pytest.fixture(scope="module")
 def smoke_log(smoke_run: Path) -> list[Record]:
     """The smoke run's records, read once (tests edit deep copies)."""
-    with EventLog.open(smoke_run, readonly=True) as log:
-        return [(r.type, r.schema, r.payload) for r in log.records]
+    return read_records(smoke_run)
 
 
 @pytest.fixture
 def log(smoke_log: list[Record]) -> list[Record]:
     """A fresh, editable copy of the smoke run's records; index i is seq i + 1."""
     return copy.deepcopy(smoke_log)
-
-
-def _forge(smoke_run: Path, records: list[Record], target: Path) -> Path:
-    """A run directory with the smoke run's snapshots and config and a log of ``records``,
-    re-chained (every prev and hash recomputed) as a forger who knows the format would. An
-    existing ``target`` keeps its snapshots and gets the new log."""
-    if target.exists():  # a forged run whose snapshots the test changed: rewrite its log only
-        (target / "events.jsonl").unlink()
-    else:
-        shutil.copytree(smoke_run, target, ignore=shutil.ignore_patterns("events.jsonl", ".lock"))
-    with EventLog.open(target, create=True, fsync=False) as out:
-        for type_, schema, payload in records:
-            out.append(type_, schema, payload)
-    (target / ".lock").unlink(missing_ok=True)
-    return target
 
 
 def _seq(problem: str) -> int:
@@ -82,14 +62,6 @@ def _fails_at(report: Report, seq: int, *words: str) -> str:
     return problem
 
 
-def _index(records: list[Record], type_: str, start: int = 0, where=lambda payload: True) -> int:
-    """Index of the first record of ``type_`` at or after ``start`` whose payload fits ``where``."""
-    for i in range(start, len(records)):
-        if records[i][0] == type_ and where(records[i][2]):
-            return i
-    raise AssertionError(f"the smoke run has no fitting {type_} record at or after seq {start + 1}")
-
-
 def _next_judged(records: list[Record], start: int) -> int:
     """Index of the first record at or after ``start`` that is not bookkeeping."""
     return next(i for i in range(start, len(records)) if records[i][0] not in BOOKKEEPING)
@@ -98,7 +70,7 @@ def _next_judged(records: list[Record], start: int) -> int:
 def test_the_rechained_copy_itself_verifies(smoke_run, log, tmp_path):
     """The control: re-chaining alone changes nothing verify looks at, so each failure below is
     the forgery's, not the forging's."""
-    report = verify_run(_forge(smoke_run, log, tmp_path / "run"))
+    report = verify_run(forge(smoke_run, log, tmp_path / "run"))
     assert report.ok, report.problems
     assert report.decisions_checked == sum(
         t in ("policy_checked", "stage_stopped", "block_added", "growth_finished", "finetune_started")
@@ -111,9 +83,9 @@ def test_forged_final_weights_digest(smoke_run, log, tmp_path):
     """A run_finished whose weights_digest is not the final snapshot's weights (through the CLI:
     exit 1, the seq in its first FAIL line). Fails if the weights_digest comparison in
     verify._check_finish is removed."""
-    i = _index(log, "run_finished")
+    i = index_of(log, "run_finished")
     log[i][2]["weights_digest"] = hashlib.sha256(b"some other weights").hexdigest()
-    run = _forge(smoke_run, log, tmp_path / "run")
+    run = forge(smoke_run, log, tmp_path / "run")
     _fails_at(verify_run(run), i + 1, "weights_digest", "final snapshot")
     proc = autogrow_cli("verify", str(run))
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -139,7 +111,7 @@ def test_final_weights_digest_of_an_earlier_snapshot(smoke_run, log, tmp_path, h
     pointing the final snapshot_written at the earlier file (then that record is the first bad
     one: the file's own metadata names another epoch). Fails if the final-position check in
     verify._check_finish, or the metadata check in verify._check_snapshots, is removed."""
-    finish = _index(log, "run_finished")
+    finish = index_of(log, "run_finished")
     final, earlier = [i for i, r in enumerate(log) if r[0] == "snapshot_written"][-1:-3:-1]
     assert log[final][2]["epoch"] > log[earlier][2]["epoch"]
     log[finish][2]["weights_digest"] = _final_weights_of(smoke_run, log[earlier][2]["digest"])
@@ -149,7 +121,7 @@ def test_final_weights_digest_of_an_earlier_snapshot(smoke_run, log, tmp_path, h
     else:
         log[final][2]["digest"] = log[earlier][2]["digest"]
         bad, words = final + 1, (f"epoch {log[earlier][2]['epoch']} step 0, not the",)
-    _fails_at(verify_run(_forge(smoke_run, log, tmp_path / "run")), bad, *words)
+    _fails_at(verify_run(forge(smoke_run, log, tmp_path / "run")), bad, *words)
 
 
 def test_final_snapshot_of_another_arch(smoke_run, log, tmp_path):
@@ -159,9 +131,9 @@ def test_final_snapshot_of_another_arch(smoke_run, log, tmp_path):
     verify._check_finish is removed."""
     from autogrow.storage import SnapshotStore
 
-    finish = _index(log, "run_finished")
+    finish = index_of(log, "run_finished")
     final = max(i for i, r in enumerate(log) if r[0] == "snapshot_written")
-    run = _forge(smoke_run, log, tmp_path / "run")
+    run = forge(smoke_run, log, tmp_path / "run")
     store = SnapshotStore(run)
     snapshot = store.get(log[final][2]["digest"])
     found = log[finish][2]["arch"]
@@ -169,7 +141,7 @@ def test_final_snapshot_of_another_arch(smoke_run, log, tmp_path):
     digest = store.put(snapshot.tensors, dict(snapshot.metadata, arch=other))
     log[final][2]["digest"] = digest
     log[finish][2]["weights_digest"] = _final_weights_of(run, digest)
-    report = verify_run(_forge(smoke_run, log, tmp_path / "run"))
+    report = verify_run(forge(smoke_run, log, tmp_path / "run"))
     _fails_at(report, finish + 1, f"holds a {other} net but the run finished with {found}")
 
 
@@ -179,9 +151,9 @@ def test_final_snapshot_of_another_arch(smoke_run, log, tmp_path):
 def test_wrong_lr_on_an_epoch(smoke_run, log, tmp_path, phase):
     """An epoch_completed that claims another learning rate than the run's schedule. Fails if
     the lr check in verify._check_epoch is removed."""
-    i = _index(log, "epoch_completed", where=lambda p: p["phase"] == phase)
+    i = index_of(log, "epoch_completed", where=lambda p: p["phase"] == phase)
     log[i][2]["lr"] = log[i][2]["lr"] * 0.5
-    report = verify_run(_forge(smoke_run, log, tmp_path / "run"))
+    report = verify_run(forge(smoke_run, log, tmp_path / "run"))
     _fails_at(report, i + 1, f"epoch {log[i][2]['epoch']} used lr", "the schedule says")
 
 
@@ -191,11 +163,11 @@ def test_inserted_stage_stopped_where_nothing_was_owed(smoke_run, log, tmp_path)
     """A stage_stopped slipped in between a check's decisions and the next epoch (the stage that
     grew there is still in the ring, so the stop would fold cleanly). Fails if verify._audit's
     "was not decided by the policy" check accepts a decision nobody owed."""
-    grow = _index(log, "block_added")
-    at = _index(log, "epoch_completed", start=grow)
+    grow = index_of(log, "block_added")
+    at = index_of(log, "epoch_completed", start=grow)
     stage = log[grow][2]["stage"]
     log.insert(at, ("stage_stopped", 1, {"stage": stage, "delta": 0.0, "reason": "no_improvement"}))
-    report = verify_run(_forge(smoke_run, log, tmp_path / "run"))
+    report = verify_run(forge(smoke_run, log, tmp_path / "run"))
     _fails_at(report, at + 1, "stage_stopped", "was not decided by the policy")
 
 
@@ -203,12 +175,12 @@ def test_inserted_stage_stopped_inside_a_check(smoke_run, log, tmp_path):
     """A stage_stopped inserted right after a policy check that only grew, before its
     block_added. Fails if verify._audit stops comparing each logged decision with the one the
     policy owes (``ev != expected``)."""
-    check = _index(log, "policy_checked", where=lambda p: p["decision"].startswith("grow"))
+    check = index_of(log, "policy_checked", where=lambda p: p["decision"].startswith("grow"))
     assert log[check + 1][0] == "block_added"
     stage = log[check + 1][2]["stage"]
     log.insert(check + 1, ("stage_stopped", 1,
                            {"stage": stage, "delta": 0.0, "reason": "no_improvement"}))
-    report = verify_run(_forge(smoke_run, log, tmp_path / "run"))
+    report = verify_run(forge(smoke_run, log, tmp_path / "run"))
     _fails_at(report, check + 2, "the log has stage_stopped", "the policy decides block_added")
 
 
@@ -216,12 +188,12 @@ def test_inserted_stage_stopped_with_the_check_rewritten_to_match(smoke_run, log
     """As above, but the forger also rewrites the policy check's decision text to announce the
     stop: now the policy check itself is the first bad record. Fails if verify._audit stops
     comparing each logged decision with the one the policy owes (``ev != expected``)."""
-    check = _index(log, "policy_checked", where=lambda p: p["decision"].startswith("grow"))
+    check = index_of(log, "policy_checked", where=lambda p: p["decision"].startswith("grow"))
     stage = log[check + 1][2]["stage"]
     log[check][2]["decision"] = f"stop stage {stage} (no_improvement); " + log[check][2]["decision"]
     log.insert(check + 1, ("stage_stopped", 1,
                            {"stage": stage, "delta": 0.0, "reason": "no_improvement"}))
-    report = verify_run(_forge(smoke_run, log, tmp_path / "run"))
+    report = verify_run(forge(smoke_run, log, tmp_path / "run"))
     _fails_at(report, check + 1, "the log has policy_checked", "the policy decides policy_checked")
 
 
@@ -235,9 +207,9 @@ def test_deleted_block_added(smoke_run, log, tmp_path, with_its_snapshot):
     owed"); without that check the epoch's arch check still fails at the same seq, but then the
     report no longer names the missing growth, which this test asserts."""
     # the first growth whose check decided nothing after it (so only the epoch can notice)
-    i = _index(log, "block_added")
-    while _next_judged(log, i + 1) != _index(log, "epoch_completed", start=i):
-        i = _index(log, "block_added", start=i + 1)
+    i = index_of(log, "block_added")
+    while _next_judged(log, i + 1) != index_of(log, "epoch_completed", start=i):
+        i = index_of(log, "block_added", start=i + 1)
     arch = log[i][2]["arch"]
     del log[i]
     if with_its_snapshot:
@@ -245,7 +217,7 @@ def test_deleted_block_added(smoke_run, log, tmp_path, with_its_snapshot):
         del log[i]
     epoch = _next_judged(log, i)
     assert log[epoch][0] == "epoch_completed" and log[epoch][2]["arch"] == arch
-    report = verify_run(_forge(smoke_run, log, tmp_path / "run"))
+    report = verify_run(forge(smoke_run, log, tmp_path / "run"))
     _fails_at(report, epoch + 1, "epoch_completed came where the policy owed block_added",
               f"-> {arch}")
 
@@ -258,21 +230,21 @@ def test_epoch_trained_another_arch_than_the_decisions_imply(smoke_run, log, tmp
     claims the net before its last growth; a fine-tune epoch one block deeper than found).
     Fails if the arch check in verify._check_epoch is removed."""
     if phase == "grow":
-        grow = _index(log, "block_added")
-        i = _index(log, "epoch_completed", start=grow)
+        grow = index_of(log, "block_added")
+        i = index_of(log, "epoch_completed", start=grow)
         implied = log[grow][2]["arch"]
         stage = log[grow][2]["stage"]
         depths = implied.split("-")
         depths[stage] = str(int(depths[stage]) - 1)
     else:
-        i = _index(log, "epoch_completed", where=lambda p: p["phase"] == "finetune")
+        i = index_of(log, "epoch_completed", where=lambda p: p["phase"] == "finetune")
         implied = log[i][2]["arch"]
         depths = implied.split("-")
         depths[0] = str(int(depths[0]) + 1)
     assert log[i][2]["arch"] == implied
     claimed = "-".join(depths)
     log[i][2]["arch"] = claimed
-    report = verify_run(_forge(smoke_run, log, tmp_path / "run"))
+    report = verify_run(forge(smoke_run, log, tmp_path / "run"))
     _fails_at(report, i + 1, f"trained {claimed} but the net was {implied}")
 
 
@@ -287,21 +259,21 @@ def test_missing_decision(smoke_run, log, tmp_path, which):
     if which == "last stage_stopped":
         i = max(k for k, (t, _, _) in enumerate(log) if t == "stage_stopped")
     else:
-        i = _index(log, which)
+        i = index_of(log, which)
     type_ = log[i][0]
     del log[i]
     at = _next_judged(log, i)
     assert log[at][0] in ("stage_stopped", "block_added", "growth_finished")
-    report = verify_run(_forge(smoke_run, log, tmp_path / "run"))
+    report = verify_run(forge(smoke_run, log, tmp_path / "run"))
     _fails_at(report, at + 1, f"the log has {log[at][0]}", f"the policy decides {type_}")
 
 
 def test_run_finished_names_another_arch(smoke_run, log, tmp_path):
     """A run_finished that claims a deeper net than the log's decisions built. Fails if the arch
     check in verify._check_finish is removed."""
-    i = _index(log, "run_finished")
+    i = index_of(log, "run_finished")
     found = log[i][2]["arch"]
     claimed = "-".join(str(int(d) + 1) for d in found.split("-"))
     log[i][2]["arch"] = claimed
-    report = verify_run(_forge(smoke_run, log, tmp_path / "run"))
+    report = verify_run(forge(smoke_run, log, tmp_path / "run"))
     _fails_at(report, i + 1, f"run_finished names {claimed} but the net is {found}")

@@ -45,6 +45,30 @@ class Execution:
                 "deterministic": self.deterministic}
 
 
+def hardware(execution: Execution) -> dict[str, str]:
+    """What the arithmetic ran on, as recorded in ``run_started``: the CPU model and the kernel
+    set torch dispatches to on it (AVX2, AVX512, ...), and the GPU when there is one. Same
+    values (and torch version) = same machine class, where the audit's re-execution must be
+    exact."""
+    described = {"cpu": _cpu_model(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
+    if execution.device.type == "cuda":
+        described["gpu"] = torch.cuda.get_device_name(execution.device)
+    return described
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
 def _cpu_has_fast_bf16() -> bool:
     """Native bf16 (AVX512-BF16 or AMX). AVX512 alone only emulates bf16, slower than fp32."""
     checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None),

@@ -27,8 +27,9 @@ import autogrow
 from autogrow.arch import format_arch
 from autogrow.blocks import count_flops, count_params, weights_digest
 from autogrow.config import RunConfig, coerce
-from autogrow.engine.data import DataSplits, eval_batches, load_dataset, steps_per_epoch, train_batches
-from autogrow.engine.device import Execution, make_deterministic, resolve_execution
+from autogrow.engine import steps
+from autogrow.engine.data import DataSplits, load_dataset, steps_per_epoch
+from autogrow.engine.device import Execution, hardware, make_deterministic, resolve_execution
 from autogrow.engine.distributed import SINGLE, Dist, barrier, broadcast_json, gather_strings
 from autogrow.engine.preemption import StopControl, Suspended
 from autogrow.engine.progress import EpochProgress
@@ -104,6 +105,7 @@ def software_versions(execution: Execution, group: Dist = SINGLE) -> dict[str, A
         "platform": platform.platform(),
         "processes": group.world_size,
         **execution.describe(),
+        **hardware(execution),
     }
 
 
@@ -214,10 +216,7 @@ class Run:
         st = self.state
         event = None
         if self.group.is_main:
-            net = self.trainer.net
-            meta = {"arch": format_arch(st.arch), "epoch": str(st.epoch), "step": str(step),
-                    "label": label, "family": net.family,
-                    "net": json.dumps(net.config, sort_keys=True)}
+            meta = steps.snapshot_metadata(self.trainer, st.epoch, step, label)
             tensors = self.trainer.state_tensors()
             tensors.update(progress or {})
             started = time.perf_counter()
@@ -292,9 +291,9 @@ class Run:
         epoch = st.epoch + 1
         start_step, progress = self.resume_progress or (0, None)
         self.resume_progress = None
-        self.trainer.set_lr(lr)
         started = time.perf_counter()
-        total = steps_per_epoch(len(self.data.train), cfg.batch_size, self._drop_last())
+        total = steps_per_epoch(len(self.data.train), cfg.batch_size,
+                                steps.drop_last(self.data, cfg, self.trainer))
         bar = EpochProgress(f"epoch {epoch} ({phase}, {format_arch(st.arch)})", total=total,
                             initial=start_step, images_per_step=cfg.batch_size,
                             log_every=self.controls.log_every, enabled=self.group.is_main)
@@ -308,15 +307,12 @@ class Run:
             self._step_boundary(step, total, sums)
 
         try:
-            train = self.trainer.train_epoch(
-                train_batches(self.data.train, seed=cfg.seed, epoch=epoch,
-                              batch_size=cfg.batch_size, start_step=start_step,
-                              channels_last=ex.channels_last, rank=self.group.rank,
-                              world_size=self.group.world_size, drop_last=self._drop_last()),
-                start_step=start_step, progress=progress, after_step=after_step)
+            train = steps.train_epoch(self.trainer, self.data, cfg, ex, epoch, lr,
+                                      start_step=start_step, progress=progress,
+                                      after_step=after_step)
         finally:
             bar.close()
-        val = self.trainer.evaluate(self._eval(self.data.val))
+        val = steps.evaluate(self.trainer, self.data.val, cfg, ex)
         seconds = time.perf_counter() - started
         self.append(EpochCompleted(
             phase=phase, epoch=epoch, arch=format_arch(st.arch), lr=lr, train_loss=train.loss,
@@ -350,31 +346,11 @@ class Run:
                     run_dir=str(self.run_dir))
         raise Suspended(reason, st.epoch, step)
 
-    def _drop_last(self) -> bool:
-        """With several processes, a last global batch too small to give every rank a sample is
-        dropped: DDP needs every rank in every step."""
-        n, b = len(self.data.train), self.config.batch_size
-        return self.group.enabled and 0 < n % b < self.group.world_size
-
-    def _eval(self, split: Any):
-        return eval_batches(split, self.config.batch_size * 2, rank=self.group.rank,
-                            world_size=self.group.world_size,
-                            channels_last=self.execution.channels_last)
-
     def _grow(self, event: BlockAdded) -> None:
-        cfg, group = self.config, self.group
+        group = self.group
         last = self.state.last_epoch
-
-        def adam_batches():
-            return train_batches(self.data.train, seed=cfg.seed, epoch=self.state.epoch,
-                                 batch_size=cfg.batch_size, rank=group.rank,
-                                 world_size=group.world_size, drop_last=self._drop_last(),
-                                 channels_last=self.execution.channels_last)
-
-        info = self.trainer.grow(event.stage, event.initializer, event.init_seed,
-                                 reset_momentum=cfg.reset_momentum, adam_batches=adam_batches,
-                                 adam_target=last.train_acc if last else None,
-                                 adam_epochs=cfg.adam_init_epochs)
+        info = steps.grow(self.trainer, event, self.data, self.config, self.execution,
+                          self.state.epoch, last.train_acc if last else None)
         if "adam" in info:
             log.info("adam_init", **{k: v for k, v in info["adam"].items()
                                      if isinstance(v, (int, float, str))})
@@ -397,7 +373,7 @@ class Run:
 
     def _finish(self) -> RunResult:
         net = self.trainer.net
-        test = self.trainer.evaluate(self._eval(self.data.test))
+        test = steps.evaluate(self.trainer, self.data.test, self.config, self.execution)
         val_acc = self.state.last_epoch.val_acc if self.state.last_epoch else 0.0
         event = None
         if self.group.is_main:
@@ -445,13 +421,17 @@ def result_of(run_dir: Path, state: GrowthState) -> RunResult:
                      weights_digest=res.weights_digest)
 
 
-def _trainer_for(config: RunConfig, execution: Execution, data: DataSplits, arch: str,
-                 group: Dist) -> Trainer:
-    return Trainer.seeded(
+def trainer_for(config: RunConfig, execution: Execution, data: DataSplits, arch: str,
+                group: Dist = SINGLE, tensors: dict | None = None) -> Trainer:
+    """A trainer for ``arch``: the seed net's init, or a snapshot's ``tensors`` when given."""
+    trainer = Trainer.seeded(
         execution, family=config.family, arch=arch, in_channels=data.in_channels,
         num_classes=data.num_classes, image_size=data.image_size, width=config.width,
         seed=config.seed, momentum=config.momentum, weight_decay=config.weight_decay,
         weight_init=config.weight_init_scheme, group=group)
+    if tensors is not None:
+        trainer.load_state_tensors(tensors)
+    return trainer
 
 
 def start_run(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE,
@@ -495,15 +475,19 @@ def _prepare(config: RunConfig, group: Dist = SINGLE, *, arch: str | None = None
 
     Everything here can fail on bad input (no device, no data) before the caller writes a byte.
     """
+    execution = prepare_execution(config)
+    data = load_data(config, execution, workers)
+    trainer = trainer_for(config, execution, data, arch or config.seed_arch, group, tensors)
+    return execution, data, trainer
+
+
+def prepare_execution(config: RunConfig) -> Execution:
+    """The run's device, precision and threads, with deterministic kernels set up for them."""
     execution = resolve_execution(config.device, config.precision, config.channels_last,
                                   config.threads, config.deterministic)
     make_deterministic(execution)
     torch.manual_seed(config.seed)  # for code outside the engine; the engine never draws from it
-    data = load_data(config, execution, workers)
-    trainer = _trainer_for(config, execution, data, arch or config.seed_arch, group)
-    if tensors is not None:
-        trainer.load_state_tensors(tensors)
-    return execution, data, trainer
+    return execution
 
 
 def resume_run(run_dir: str | Path, group: Dist = SINGLE,
