@@ -48,7 +48,7 @@ def test_events_are_immutable():
     started = _examples()[0]
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         started.seed = 4  # type: ignore[misc]
-    with pytest.raises(TypeError, match="immutable"):
+    with pytest.raises(TypeError, match="^event payloads are immutable$"):
         started.config["tau"] = 1.0  # type: ignore[index]
     # a plain dict given to an event is frozen by the field, nested lists become tuples
     plain = {"tau": 0.05, "arches": ["1-1-1", {"k": [1, 2]}]}
@@ -98,3 +98,71 @@ def test_upcaster_migrates_old_records(monkeypatch):
 
     assert decode("test_renamed", 1, {"name": "old"}) == Renamed(label="old")
     assert decode("test_renamed", 2, {"label": "new"}) == Renamed(label="new")
+
+
+def test_upcasters_chain_one_schema_at_a_time(monkeypatch):
+    """A record two schemas old goes through both upcasters in order; a missing step is named."""
+    monkeypatch.setattr(ev, "_REGISTRY", dict(ev._REGISTRY))
+    monkeypatch.setattr(ev, "_UPCASTERS", dict(ev._UPCASTERS))
+
+    @attrs.frozen
+    class Twice(ev.Event):
+        TYPE = "test_twice"
+        SCHEMA = 3
+        steps: tuple
+
+    register_upcaster("test_twice", 1)(lambda p: {"steps": (*p["steps"], "1->2")})
+    register_upcaster("test_twice", 2)(lambda p: {"steps": (*p["steps"], "2->3")})
+    assert decode("test_twice", 1, {"steps": ()}) == Twice(steps=("1->2", "2->3"))
+    del ev._UPCASTERS[("test_twice", 2)]
+    with pytest.raises(CodecError) as err:
+        decode("test_twice", 1, {"steps": ()})
+    assert str(err.value) == "no upcaster for event 'test_twice' from schema 2"
+
+
+@pytest.mark.parametrize("schema", [0, -1, "1", 1.0, None])
+def test_an_invalid_schema_version_is_a_codec_error(schema):
+    with pytest.raises(CodecError) as err:
+        decode("run_failed", schema, {"reason": "x"})
+    assert str(err.value) == f"event 'run_failed' has an invalid schema version {schema!r}"
+
+
+def test_only_the_registered_class_of_a_type_encodes(monkeypatch):
+    """A class redefined under the same name (a module reload) replaces the registered one; an
+    instance of the stale class is refused, as is an event of the unregistered base."""
+    monkeypatch.setattr(ev, "_REGISTRY", dict(ev._REGISTRY))
+
+    def define():
+        @attrs.frozen
+        class Reloaded(ev.Event):
+            TYPE = "test_reloaded"
+            value: int
+        return Reloaded
+
+    stale, current = define(), define()
+    assert encode(current(value=1)) == ("test_reloaded", 1, {"value": 1})
+    with pytest.raises(CodecError) as err:
+        encode(stale(value=1))
+    assert str(err.value) == "Reloaded is not a registered event class"
+    with pytest.raises(CodecError, match="^Event is not a registered event class$"):
+        encode(ev.Event())
+
+
+def test_a_second_class_for_a_known_type_is_refused(monkeypatch):
+    monkeypatch.setattr(ev, "_REGISTRY", dict(ev._REGISTRY))
+    with pytest.raises(TypeError) as err:
+        @attrs.frozen
+        class Impostor(ev.Event):
+            TYPE = "run_failed"
+            reason: str
+    assert str(err.value) == "event type 'run_failed' registered twice"
+
+
+def test_unknown_type_lists_the_known_ones():
+    with pytest.raises(CodecError) as err:
+        decode("mystery", 1, {})
+    assert str(err.value) == f"unknown event type 'mystery'; known types: {', '.join(event_types())}"
+    with pytest.raises(CodecError) as err:
+        decode("run_failed", 2, {"reason": "x"})
+    assert str(err.value) == ("event 'run_failed' has schema 2 but this autogrow knows up to 1; "
+                              "upgrade autogrow to read this run")

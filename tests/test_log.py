@@ -526,3 +526,210 @@ def test_digit_flip_that_overflows_a_float_is_corruption_not_a_crash(tmp_path):
     path.write_bytes(path.read_bytes().replace(b"e+308", b"e+318"))
     with pytest.raises(LogCorrupted, match="line 1"):
         EventLog.open(tmp_path, readonly=True)
+
+
+# -- guards and messages the mutation run found unasserted (docs/testing.md) ---------------------
+
+
+def _forged_line(seq: int, prev: str, **fields: object) -> bytes:
+    """A record line whose hash is right for its (possibly invalid) fields: only the log's field
+    checks can refuse it."""
+    record = {"seq": seq, "type": "t", "schema": 1, "payload": {}, "ts": "2026-01-01T00:00:00Z",
+              "prev": prev}
+    record.update(fields)
+    body = spec_canonical(record)
+    digest = hashlib.sha256((prev + body).encode("utf-8")).hexdigest()
+    return ('{"hash":"' + digest + '",' + body[1:] + "\n").encode("utf-8")
+
+
+@pytest.mark.parametrize("fields,problem", [
+    ({"schema": 0}, "schema is 0, expected an int >= 1"),
+    ({"type": ""}, "type is '', expected a non-empty string"),
+    ({"ts": 5}, "ts is 5, expected a string"),
+    ({"payload": [1]}, "payload is a list, expected an object"),
+])
+def test_a_rehashed_record_with_an_invalid_field_is_refused(tmp_path: Path, fields: dict,
+                                                            problem: str) -> None:
+    with write_log(tmp_path, [("t", 1, {"i": 0})]) as log:
+        first = log.records[0]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(path.read_bytes() + _forged_line(2, first.hash, **fields))
+    with pytest.raises(LogCorrupted) as err:
+        EventLog.open(tmp_path, readonly=True)
+    assert str(err.value) == (
+        f"{path}: line 2 (byte offset {len(path.read_bytes().splitlines(True)[0])}, expected seq 2) "
+        f"is corrupted: {problem}; the log was not modified - do not append to it; restore "
+        "events.jsonl from a backup or fork the run from seq 1 or earlier")
+
+
+@pytest.mark.parametrize("line,problem", [
+    (b'{"seq": 2, "ty\xffpe": 1}', "invalid UTF-8 at byte offset {offset}"),
+    (b'{"seq": 2,', "not valid JSON (Expecting property name"),
+    (b'[1, 2]', "expected an object with keys ['hash', 'payload', 'prev', 'schema', 'seq', 'ts', "
+                "'type'], found list"),
+    (b'{"seq": 2, "type": "t"}', "expected an object with keys ['hash', 'payload', 'prev', "
+                                 "'schema', 'seq', 'ts', 'type'], found ['seq', 'type']"),
+])
+def test_each_kind_of_damage_is_named(tmp_path: Path, line: bytes, problem: str) -> None:
+    with write_log(tmp_path, [("t", 1, {"i": 0})]):
+        pass
+    path = tmp_path / "events.jsonl"
+    offset = path.stat().st_size
+    path.write_bytes(path.read_bytes() + line + b"\n")
+    with pytest.raises(LogCorrupted) as err:
+        EventLog.open(tmp_path, readonly=True)
+    problem = problem.format(offset=offset + line.index(b"\xff") if b"\xff" in line else offset)
+    assert f"line 2 (byte offset {offset}, expected seq 2) is corrupted: {problem}" in str(err.value)
+
+
+def test_a_failed_write_after_several_records_rolls_back_to_the_last_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autogrow.storage import _fs as fs_module
+
+    real_write_all = fs_module.write_all
+    with EventLog.open(tmp_path, create=True, fsync=False) as log:
+        for i in range(3):
+            log.append("t", 1, {"i": i})
+        size = log.path.stat().st_size
+
+        def disk_full_halfway(fd: int, data: bytes) -> None:
+            real_write_all(fd, data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(fs_module, "write_all", disk_full_halfway)
+        with pytest.raises(StorageError):
+            log.append("t", 1, {"i": 3})
+        assert log.path.stat().st_size == size
+        monkeypatch.setattr(fs_module, "write_all", real_write_all)
+        log.append("t", 1, {"i": 3})
+    assert [r["payload"]["i"] for r in spec_verify(tmp_path / "events.jsonl")] == [0, 1, 2, 3]
+
+
+def test_lock_messages_say_who_holds_it_and_what_to_do(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from autogrow.storage import EventLog; "
+         "log = EventLog.open(sys.argv[1], create=True); print('held', flush=True); "
+         "sys.stdin.read()", str(tmp_path)],
+        env=env_with_repo(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(LogLocked) as err:
+            EventLog.open(tmp_path)
+        assert str(err.value) == (f"another process (pid {holder.pid}) is writing to {tmp_path}; "
+                                  "wait for it to finish or stop it, or open the log with "
+                                  "readonly=True to inspect it")
+    finally:
+        holder.communicate("", timeout=60)
+    with EventLog.open(tmp_path):
+        with pytest.raises(LogLocked) as err:
+            EventLog.open(tmp_path)
+    assert str(err.value) == (f"this process (pid {os.getpid()}) already has {tmp_path} open for "
+                              "writing; close that EventLog first, or open the log with "
+                              "readonly=True to inspect it")
+
+
+def test_create_makes_missing_parent_directories(tmp_path: Path) -> None:
+    run = tmp_path / "a" / "b" / "run"
+    with EventLog.open(run, create=True) as log:
+        log.append("t", 1, {})
+    assert len(spec_verify(run / "events.jsonl")) == 1
+
+
+def test_torn_tails_set_aside_in_the_same_microsecond_get_numbered_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Side files are named by the UTC time of the open; a clash (same microsecond) gets -1, -2."""
+    import datetime as real_dt
+    import types
+
+    from autogrow.storage import log as log_module
+
+    fixed = real_dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=real_dt.timezone.utc)
+
+    class FrozenDatetime(real_dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            assert tz is real_dt.timezone.utc, "side file names are in UTC"
+            return fixed
+
+    monkeypatch.setattr(log_module, "_dt", types.SimpleNamespace(datetime=FrozenDatetime,
+                                                                 timezone=real_dt.timezone))
+    with write_log(tmp_path, [("t", 1, {})]):
+        pass
+    path = tmp_path / "events.jsonl"
+    names = []
+    for tail in (b'{"a', b'{"bb', b'{"ccc'):
+        with open(path, "ab") as f:
+            f.write(tail)
+        with EventLog.open(tmp_path) as log:
+            names.append((log.torn.side_file.name, log.torn.side_file.read_bytes()))
+    base = "events.jsonl.torn-20260102T030405.678901Z"
+    assert names == [(base, b'{"a'), (base + "-1", b'{"bb'), (base + "-2", b'{"ccc')]
+
+
+def test_timestamps_are_utc_whatever_the_local_zone(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+    import re
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # UTC+9, no daylight saving
+    time.tzset()
+    try:
+        with EventLog.open(tmp_path, create=True, fsync=False) as log:
+            ts = log.append("t", 1, {}).ts
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", ts), ts
+    stamped = dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+    assert abs((dt.datetime.now(dt.timezone.utc) - stamped).total_seconds()) < 3600
+
+
+def test_payload_and_argument_errors_name_the_place(tmp_path: Path) -> None:
+    loop: dict = {}
+    loop["self"] = loop
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    cases = [
+        (("t", 1, {"x": [1, float("inf")]}),
+         "event 't': payload['x'][1] is inf; the log stores only finite numbers"),
+        (("t", 1, {"x": object()}),
+         "event 't': payload['x'] is a object, which is not JSON; convert it to "
+         "str/int/float/bool/None/list/dict before logging"),
+        (("t", 1, {"x": {1: "a"}}),
+         "event 't': payload['x'] has a int key 1; JSON object keys must be str"),
+        (("t", 1, loop), "payload of 't' is too deeply nested or circular"),
+        (("t", 1, {"x": deep}), "payload of 't' is too deeply nested"),
+        (("", 1, {}), "event type must be a non-empty str, got ''"),
+        (("t", 0, {}), "schema of 't' must be an int >= 1, got 0"),
+        (("t", True, {}), "schema of 't' must be an int >= 1, got True"),
+        (("t", 1, [1]), "payload of 't' must be a dict, got list"),
+    ]
+    with EventLog.open(tmp_path, create=True, fsync=False) as log:
+        for args, message in cases:
+            with pytest.raises(InvalidPayload) as err:
+                log.append(*args)
+            assert str(err.value) == message, args[:2]
+        assert log.path.stat().st_size == 0
+
+
+def test_a_failed_write_that_cannot_be_rolled_back_closes_the_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autogrow.storage import _fs as fs_module
+    from autogrow.storage import log as log_module
+
+    def disk_full(fd: int, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    def cannot_truncate(fd: int, size: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    log = EventLog.open(tmp_path, create=True, fsync=False)
+    monkeypatch.setattr(fs_module, "write_all", disk_full)
+    monkeypatch.setattr(log_module.os, "ftruncate", cannot_truncate)
+    with pytest.raises(StorageError) as err:
+        log.append("t", 1, {})
+    assert str(err.value) == (f"could not append to {log.path}: [Errno 28] No space left on device; "
+                              "the log was closed; reopen the run (the torn line will be set aside)")
+    assert log.closed

@@ -202,3 +202,41 @@ def test_sigkill_mid_put_leaves_only_a_temp_file(tmp_path: Path) -> None:
     assert store.clean_temp() == [leftover] and list(store.dir.iterdir()) == []
     digest = store.put({"w": torch.ones(256, 256)}, {"epoch": "1"})  # the retry completes
     assert store.digests() == [digest]
+
+
+def test_each_failure_says_what_to_do(tmp_path: Path) -> None:
+    """The messages of a missing, a damaged and a foreign snapshot file, and of removing a
+    missing one (the mutation run found their advice unasserted)."""
+    import autogrow.storage as storage
+
+    store = SnapshotStore(tmp_path)
+    digest = store.put({"w": torch.ones(2)}, {"label": "x"})
+    absent = "a" * 64
+    with pytest.raises(SnapshotMissing) as err:
+        store.get(absent)
+    assert str(err.value) == (f"no snapshot {absent} in {store.dir}; it was never written or was "
+                              "pruned - resume or fork from a snapshot that digests() lists")
+    with pytest.raises(SnapshotMissing) as err:
+        store.remove(absent)
+    assert str(err.value) == f"no snapshot {absent} in {store.dir} to remove"
+    path = store.path(digest)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotCorrupted) as err:
+        store.get(digest)
+    actual = hashlib.sha256(bytes(data)).hexdigest()
+    assert str(err.value) == (f"{path} is corrupted: its sha256 is {actual[:12]}..., not the "
+                              "digest it is named by; restore it from a backup or resume/fork "
+                              "from another snapshot")
+    foreign = b"not a safetensors file"
+    named = hashlib.sha256(foreign).hexdigest()
+    store.path(named).write_bytes(foreign)
+    with pytest.raises(SnapshotCorrupted) as err:
+        store.get(named)
+    assert str(err.value).startswith(f"{store.path(named)} matches its digest but is not a valid "
+                                     "safetensors file (")
+    assert str(err.value).endswith("); it was not written by this store - remove it")
+    with pytest.raises(AttributeError) as err:
+        storage.no_such_name  # noqa: B018
+    assert str(err.value) == "module 'autogrow.storage' has no attribute 'no_such_name'"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,175 @@ def test_run_finished_names_another_arch(smoke_run, log, tmp_path):
     log[i][2]["arch"] = claimed
     report = verify_run(forge(smoke_run, log, tmp_path / "run"))
     _fails_at(report, i + 1, f"run_finished names {claimed} but the net is {found}")
+
+
+# ------------------------------------------------------ (7) what verify reports besides decisions
+# The mutation run (docs/testing.md) showed these paths of verify.py unguarded: the counts and
+# notes of a clean report, missing, unlogged-missing and damaged snapshot files (each reported,
+# and every later one still checked), snapshot metadata that names another label, epoch or step,
+# older snapshot files without those keys, a truncated log's notes, a fold error's seq.
+
+def _snapshot_records(log: list[Record]) -> list[int]:
+    return [i for i, (t, _, _) in enumerate(log) if t == "snapshot_written"]
+
+
+def test_a_clean_report_counts_what_it_checked(smoke_run, log):
+    from autogrow.storage import SnapshotStore
+
+    report = verify_run(smoke_run)
+    kept = {log[i][2]["digest"] for i in _snapshot_records(log)} & set(SnapshotStore(smoke_run).digests())
+    pruned = {d for t, _, p in log if t == "snapshots_pruned" for d in p["digests"]}
+    assert report.ok and report.run_dir == smoke_run and report.records == len(log)
+    assert report.snapshots_checked == len(kept) > 0
+    assert report.notes == (f"{len(pruned)} snapshot(s) pruned by the run's retention (logged)",)
+
+
+def test_missing_and_damaged_snapshot_files_are_each_reported(smoke_run, log, tmp_path):
+    """The start snapshot (needed: fork target) deleted, a kept epoch snapshot (not needed, never
+    pruned by an event) deleted, and the final one damaged: three problems in seq order, so the
+    check goes on after each."""
+    from autogrow.storage import SnapshotStore
+
+    run = forge(smoke_run, log, tmp_path / "run")
+    store = SnapshotStore(run)
+    snaps = _snapshot_records(log)
+    start = snaps[0]
+    final = snaps[-1]
+    lost = [i for i in snaps if log[i][2]["label"] == "epoch" and store.exists(log[i][2]["digest"])][0]
+    assert lost != final
+    store.path(log[start][2]["digest"]).unlink()
+    store.path(log[lost][2]["digest"]).unlink()
+    damaged = store.path(log[final][2]["digest"])
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    report = verify_run(run)
+    assert [_seq(p) for p in report.problems] == [start + 1, lost + 1, final + 1], report.problems
+    assert report.problems[0] == f"seq {start + 1}: snapshot {store.path(log[start][2]['digest'])} is missing"
+    assert report.problems[1] == (f"seq {lost + 1}: snapshot {store.path(log[lost][2]['digest'])} is "
+                                  "missing and no snapshots_pruned event deleted it (lost or "
+                                  "removed by hand)")
+    assert "digest" in report.problems[2] or "damaged" in report.problems[2]
+    assert report.snapshots_checked == len({log[i][2]["digest"] for i in snaps}
+                                           & set(store.digests())) - 1
+
+
+@pytest.mark.parametrize("key,value", [("label", "growth"), ("epoch", "5"), ("step", "3")])
+def test_snapshot_metadata_naming_another_point(smoke_run, log, tmp_path, key, value):
+    """The final snapshot file rewritten with one metadata field changed (label, epoch or step)
+    and its record re-pointed at it: the record is the first bad one, and the message names the
+    point the file holds and the point the record names."""
+    from autogrow.storage import SnapshotStore
+
+    final = _snapshot_records(log)[-1]
+    run = forge(smoke_run, log, tmp_path / "run")
+    store = SnapshotStore(run)
+    snapshot = store.get(log[final][2]["digest"])
+    meta = dict(snapshot.metadata)
+    named = (meta["label"], meta["epoch"], meta["step"])
+    meta[key] = value
+    log[final][2]["digest"] = store.put(snapshot.tensors, meta)
+    forge(smoke_run, log, run)
+    problem = _fails_at(verify_run(run), final + 1)
+    held = (meta["label"], meta["epoch"], meta["step"])
+    assert problem.endswith(f"holds the {held[0]} snapshot of epoch {held[1]} step {held[2]}, not "
+                            f"the {named[0]} snapshot of epoch {named[1]} step {named[2]} the "
+                            "record names"), problem
+    assert f"snapshot {log[final][2]['digest'][:12]}… holds" in problem
+
+
+def test_snapshot_files_without_point_metadata_are_accepted(smoke_run, log, tmp_path):
+    """Snapshots written before the files named their point (no label, epoch, step, arch keys)
+    verify: the record's own point is taken (and the final arch from the log)."""
+    from autogrow.storage import SnapshotStore
+
+    run = forge(smoke_run, log, tmp_path / "run")
+    store = SnapshotStore(run)
+    for i in _snapshot_records(log):
+        if not store.exists(log[i][2]["digest"]):
+            continue
+        snapshot = store.get(log[i][2]["digest"])
+        meta = {k: v for k, v in snapshot.metadata.items() if k not in ("label", "epoch", "step", "arch")}
+        log[i][2]["digest"] = store.put(snapshot.tensors, meta)
+    forge(smoke_run, log, run)
+    report = verify_run(run)
+    assert report.ok, report.problems
+
+
+def test_a_truncated_log_says_it_was_interrupted(smoke_run, log, tmp_path):
+    """Cut right after an epoch: the policy still owes its check (a note, not a problem); cut
+    right after a growth snapshot: nothing is owed, the run is not finished."""
+    epoch = index_of(log, "epoch_completed", where=lambda p: p["phase"] == "grow")
+    owed = verify_run(forge(smoke_run, log[:epoch + 1], tmp_path / "owed"))
+    assert owed.ok and owed.notes[-1] == ("the log ends before the policy's policy_checked: the "
+                                          "run was interrupted")
+    growth = index_of(log, "snapshot_written", where=lambda p: p["label"] == "growth")
+    idle = verify_run(forge(smoke_run, log[:growth + 1], tmp_path / "idle"))
+    assert idle.notes[-1] == "the run is not finished (it is growing)"
+    # the copy lacks the epoch snapshot the full run pruned later: that is its only problem
+    assert [p for p in idle.problems if "no snapshots_pruned event" not in p] == []
+    assert not any("not finished" in n or "interrupted" in n for n in verify_run(smoke_run).notes)
+
+
+def test_a_record_the_fold_refuses_is_named(smoke_run, log, tmp_path):
+    """An epoch_completed numbered as if an epoch were skipped: the fold's own error, with the
+    seq."""
+    i = index_of(log, "epoch_completed", where=lambda p: p["phase"] == "finetune")
+    log[i][2]["epoch"] += 1
+    problem = _fails_at(verify_run(forge(smoke_run, log, tmp_path / "run")), i + 1)
+    assert "epoch" in problem
+
+
+def test_an_lr_off_by_more_than_the_rounding_slack(smoke_run, log, tmp_path):
+    """verify allows 1e-12 (relative, at least absolute) for the LR's float arithmetic; 1.5e-12
+    off is reported, 0.5e-12 off is not."""
+    i = index_of(log, "epoch_completed")
+    lr = log[i][2]["lr"]
+    log[i][2]["lr"] = lr + 0.5e-12
+    assert verify_run(forge(smoke_run, log, tmp_path / "near")).ok
+    log[i][2]["lr"] = lr + 1.5e-12
+    _fails_at(verify_run(forge(smoke_run, log, tmp_path / "far")), i + 1, "used lr")
+
+
+def test_verify_reads_only_a_torn_tail_and_a_locked_log(smoke_run, tmp_path):
+    """verify opens the log read-only: a torn tail is reported as a note and left in place (not
+    set aside, the file byte-identical), and a run whose writer lock another process holds is
+    verified all the same."""
+    from autogrow.storage import EventLog
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    path = run / "events.jsonl"
+    path.write_bytes(path.read_bytes() + b'{"seq": 99, "ty')
+    before = sorted(p.name for p in run.iterdir()), path.read_bytes()
+    report = verify_run(run)
+    assert report.ok, report.problems
+    assert report.notes[0] == ("a torn last record (15 bytes at offset "
+                               f"{len(before[1]) - 15}) from a crash; `autogrow resume` sets it aside")
+    assert (sorted(p.name for p in run.iterdir()), path.read_bytes()) == before
+    locked = tmp_path / "locked"
+    shutil.copytree(smoke_run, locked)
+    with EventLog.open(locked):  # this process is the run's writer now
+        assert verify_run(locked).ok
+
+
+def test_a_broken_chain_or_an_undecodable_record_is_one_problem(smoke_run, log, tmp_path):
+    """A byte changed in the log: one problem (the log's own error naming the line), no records
+    counted. A re-chained record of an unknown type: one problem naming its seq, the records
+    counted, no snapshot or decision checked."""
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    path = run / "events.jsonl"
+    path.write_bytes(path.read_bytes().replace(b'"epoch_completed"', b'"epoch_complete_"', 1))
+    broken = verify_run(run)
+    assert len(broken.problems) == 1 and "line" in broken.problems[0]
+    assert (broken.run_dir, broken.records, broken.snapshots_checked, broken.decisions_checked) == (
+        run, 0, 0, 0)
+    i = index_of(log, "epoch_completed")
+    log[i] = ("no_such_event", 1, {})
+    odd = verify_run(forge(smoke_run, log, tmp_path / "odd"))
+    assert len(odd.problems) == 1 and odd.problems[0].startswith(f"seq {i + 1}: ")
+    assert "no_such_event" in odd.problems[0]
+    assert (odd.run_dir, odd.records, odd.snapshots_checked, odd.decisions_checked) == (
+        tmp_path / "odd", len(log), 0, 0)
+    assert odd.notes == ()
