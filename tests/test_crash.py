@@ -143,3 +143,7 @@ def test_resume_inside_an_epoch_with_step_snapshots(tmp_path):
     assert (start["epoch"], start["step"]) == (1, 4)
     assert verify_run(run_dir).ok
     assert comparable(run_dir) == comparable(reference)
+    # the resumed run re-executes (issue 15): the epoch cut mid-way included, from its start
+    from autogrow.engine.reexecute import reexecute
+    outcome = reexecute(run_dir, None)
+    assert outcome.ok and str(start["epoch"] + 1) in {row.epoch for row in outcome.rows}

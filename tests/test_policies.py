@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import note, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -28,7 +28,9 @@ from autogrow.policies import (
     PolicyError,
     PolicySettings,
     apply,
+    base_state,
     decide,
+    due,
     fold,
     init_seed,
 )
@@ -382,3 +384,182 @@ class GrowthMachine(RuleBasedStateMachine):
 
 GrowthMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)
 TestGrowthMachine = GrowthMachine.TestCase
+
+
+# -- forks: a fork's first event carries the parent's state (base_state) ---------------------------
+
+FORKED = dict(BASE, seed_arch="1-1-1")
+
+
+def _continue(state: GrowthState, accuracies: list[float]) -> tuple[GrowthState, list]:
+    """From ``state`` (possibly owing decisions), the rest of a run fed ``accuracies``."""
+    log = due(state)
+    state = fold(log, state)
+    for acc in accuracies:
+        if state.phase not in (Phase.GROWING, Phase.FINETUNING):
+            break
+        events = decide(state, _epoch(state, acc))
+        state = fold(events, state)
+        log += events
+    return state, log
+
+
+def _fork(parent: GrowthState, config: dict) -> GrowthState:
+    return fold([RunStarted(run_id="fork", config=config, seed=config.get("seed", 0),
+                            base_state=base_state(parent))])
+
+
+@settings(max_examples=200, deadline=None)
+@given(accs=st.lists(st.floats(0, 100, allow_nan=False), min_size=1, max_size=30),
+       cut=st.integers(0, 200), policy=st.sampled_from(["periodic", "convergent"]),
+       interval=st.integers(1, 3), caps=st.booleans())
+def test_a_fork_with_the_parent_settings_continues_as_the_parent(accs, cut, policy, interval, caps):
+    """Forked at any snapshot of any run with the same settings, the fork decides exactly what
+    the parent decides from there (the fold of base_state restores everything the policy reads)."""
+    config = dict(FORKED, policy=policy, interval=interval, stop_window=2 * interval,
+                  **({"max_arch": "3-2-4"} if caps else {}))
+    _, log = _run(config, accs)
+    cut = cut % len(log) + 1
+    parent = fold(log[:cut])
+    if parent.phase not in (Phase.GROWING, Phase.FINETUNING, Phase.EVALUATING):
+        return
+    # a fork point is a snapshot: right after an epoch, or after all of a check's decisions
+    if not (isinstance(log[cut - 1], EpochCompleted) or cut == len(log)
+            or isinstance(log[cut], EpochCompleted)):
+        return
+    fork = _fork(parent, config)
+    for name in ("arch", "ring", "next_stage", "last_grown", "grew_at_last_check", "growths",
+                 "grow_epochs", "finetune_epochs", "val_history", "last_check_epoch", "phase",
+                 "epoch"):
+        assert getattr(fork, name) == getattr(parent, name), name
+    rest = accs[parent.epoch:]
+    ended, story = _continue(parent, rest)
+    fork_ended, fork_story = _continue(fork, rest)
+    assert _story(fork_story) == _story(story)
+    assert (fork_ended.arch, fork_ended.phase) == (ended.arch, ended.phase)
+
+
+def test_a_fork_with_lower_caps_drops_full_stages_and_moves_the_pointer():
+    """A fork whose max_arch caps a stage at (or below) its depth takes it out of the ring; the
+    next stage to grow moves on to the one after it in the ring."""
+    _, log = _run(dict(FORKED, interval=1, stop_window=2), _each([10.0, 20.0, 30.0, 40.0], 1))
+    parent = fold(log)
+    assert parent.phase is Phase.GROWING and len(parent.ring) == 3
+    target = parent.next_stage
+    depths = list(parent.arch)
+    caps = [d + 5 for d in depths]
+    caps[target] = depths[target]
+    fork = _fork(parent, dict(FORKED, interval=1, stop_window=2, max_arch=format_arch(caps)))
+    assert fork.ring == tuple(s for s in parent.ring if s != target)
+    assert fork.next_stage == parent.ring[(parent.ring.index(target) + 1) % len(parent.ring)]
+    everything = [d for d in depths]
+    full = _fork(parent, dict(FORKED, interval=1, stop_window=2, max_arch=format_arch(everything)))
+    assert full.ring == () and full.next_stage is None and due(full)[0].TYPE == "growth_finished"
+
+
+def test_a_fork_base_of_another_stage_count_is_refused():
+    _, log = _run(dict(FORKED), [10.0])
+    parent = fold(log)
+    base = dict(base_state(parent), arch=(1, 1, 1, 1))
+    with pytest.raises(PolicyError) as err:
+        fold([RunStarted(run_id="f", config=dict(FORKED), seed=0, base_state=base)])
+    assert str(err.value) == "fork base arch 1-1-1-1 does not fit the config's stages"
+
+
+def test_a_fork_keeps_the_parent_run_id_out_and_its_own_in():
+    _, log = _run(dict(FORKED), [10.0])
+    fork = _fork(fold(log), dict(FORKED))
+    assert fork.run_id == "fork" and fold(log).run_id == "t"
+
+
+# -- what the mutation run found unasserted (docs/testing.md) ----------------------------------
+
+def test_decisions_are_owed_once():
+    """After a check's decisions are folded in, nothing more is owed until the next epoch (the
+    run loop calls due() after every fold, and a resume re-asks it)."""
+    config = dict(BASE, seed_arch="1-1-1", interval=1, stop_window=2)
+    _, log = _run(config, [10.0, 10.0, 10.0, 20.0, 20.0, 20.0, 20.0, 20.0])
+    state = GrowthState()
+    for ev in log:
+        state = apply(state, ev)
+        if isinstance(ev, EpochCompleted) and state.phase is Phase.GROWING:
+            owed = due(state)
+            assert owed and due(fold(owed, state)) == []
+
+
+def test_a_growth_cap_stop_carries_the_delta_and_the_check_says_so():
+    _, log = _run(dict(BASE, seed_arch="1-1-1", stop_window=3, max_growth_epochs=9),
+                  _each([10, 20, 30, 40]))
+    check = [ev for ev in log if isinstance(ev, PolicyChecked) and ev.epoch == 9][0]
+    stops = [ev for ev in log if isinstance(ev, StageStopped)]
+    assert check.decision == ("growth epoch cap reached; stop stage 0 (growth_cap); "
+                              "stop stage 1 (growth_cap); stop stage 2 (growth_cap)")
+    assert check.stop_delta == 10.0 and [s.delta for s in stops] == [10.0] * 3
+
+
+def test_convergent_growth_needs_delta_strictly_below_tau():
+    """c-AutoGrow grows a stage only while its recent gain is below tau (strict <)."""
+    config = dict(BASE, seed_arch="1-1-1", policy="convergent", interval=1, stop_window=1,
+                  tau=0.5)
+    _, equal = _run(config, [60.0, 60.5, 61.0])
+    _, below = _run(config, [60.0, 60.25, 60.5])
+    grows = lambda log: [ev for ev in log if isinstance(ev, BlockAdded)]  # noqa: E731
+    assert grows(equal) == [] and len(grows(below)) >= 1
+
+
+def test_the_check_records_the_metric_and_the_ema_uses_its_decay():
+    settings_ = PolicySettings.from_config(dict(seed_arch="1-1-1", metric="ema", ema_decay=0.5))
+    state = GrowthState(settings=settings_, val_history=(10.0, 20.0))
+    assert state.metric_series() == (5.0, 12.5)
+    _, log = _run(dict(BASE, seed_arch="1-1-1", metric="ema", interval=1), [10.0])
+    assert [ev.metric for ev in log if isinstance(ev, PolicyChecked)] == ["ema"]
+
+
+def test_the_running_best_starts_at_the_first_value_even_below_zero():
+    from autogrow.policies import metric_series
+    assert metric_series((-5.0, -7.0, -3.0), "best") == (-5.0, -5.0, -3.0)
+
+
+def test_the_finished_state_holds_the_result():
+    state, _ = _run(dict(BASE, seed_arch="2-2-2", max_arch="2-2-2", finetune_epochs=1), [50.0])
+    result = RunFinished(arch="2-2-2", val_acc=50.0, test_acc=49.0, params=1, flops=1,
+                         weights_digest="0" * 64)
+    assert apply(state, result).result == result
+
+
+def test_each_refused_event_says_why():
+    started = fold(decide(GrowthState(), RunStarted(run_id="t", config=dict(seed_arch="1-1-1"),
+                                                    seed=0)))
+    finished_growth, _ = _run(dict(BASE, seed_arch="2-2-2", max_arch="2-2-2"), [])
+    assert finished_growth.phase is Phase.FINETUNING
+    cases = [
+        (started, EpochCompleted(phase="grow", epoch=2, arch="1-1-1", lr=0.1, train_loss=0,
+                                 train_acc=0, val_loss=0, val_acc=0, seconds=0),
+         "epoch 2 arrived but epoch 1 was next"),
+        (started, RunFinished(arch="1-1-1", val_acc=0, test_acc=0, params=0, flops=0,
+                              weights_digest=""), "cannot finish while the run is growing"),
+        (started, BlockAdded(stage=0, depth=3, arch="3-1-1", initializer="gau", init_seed=0,
+                             growth_index=0), "stage 0 has 1 blocks; cannot grow to 3"),
+        (started, BlockAdded(stage=5, depth=2, arch="1-1-1", initializer="gau", init_seed=0,
+                             growth_index=0), "stage 5 is not in the growing ring [0, 1, 2]"),
+        (started, StageStopped(stage=4, delta=None), "stage 4 is not in the growing ring [0, 1, 2]"),
+        (started, GrowthFinished(arch="1-1-1", epoch=0),
+         "growth cannot finish while stages [0, 1, 2] may still grow"),
+        (started, FinetuneStarted(arch="1-1-1", epochs=1),
+         "fine-tuning cannot start while the run is growing"),
+        (finished_growth, BlockAdded(stage=0, depth=3, arch="3-2-2", initializer="gau",
+                                     init_seed=0, growth_index=0),
+         "cannot grow while the run is finetuning"),
+        (finished_growth, PolicyChecked(epoch=0, window=(), stop_delta=None, grow_delta=None,
+                                        decision="keep", metric="best"),
+         "a policy check cannot happen while the run is finetuning"),
+        (started, object(), "no fold rule for event object"),
+    ]
+    for state, event, message in cases:
+        with pytest.raises(PolicyError) as err:
+            apply(state, event)  # type: ignore[arg-type]
+        assert str(err.value) == message, type(event).__name__
+    with pytest.raises(PolicyError) as err:
+        decide(started, PolicyChecked(epoch=0, window=(), stop_delta=None, grow_delta=None,
+                                      decision="keep", metric="best"))
+    assert str(err.value) == "decide() takes run_started or epoch_completed, not PolicyChecked"
