@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -39,6 +40,20 @@ def smoke_run(tmp_path_factory) -> Path:
     else:
         autogrow_cli("grow", "--preset", "smoke", "--run-dir", str(run_dir), check=True)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def smoke_log(smoke_run: Path) -> list:
+    """The smoke run's records as (type, schema, payload), read once (tests edit deep copies)."""
+    from tests.forgery import read_records
+    return read_records(smoke_run)
+
+
+@pytest.fixture
+def log(smoke_log: list) -> list:
+    """A fresh, editable copy of the smoke run's records; index i is seq i + 1 (for forgeries,
+    see tests/forgery.py)."""
+    return copy.deepcopy(smoke_log)
 
 
 def write_image_folder(root: Path, *, classes: int = 3, train: int = 16, val: int = 6,

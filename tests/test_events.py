@@ -83,9 +83,14 @@ def test_unknown_type_future_schema_and_bad_payload_fail_loudly():
         decode("run_failed", 1, {})
 
 
-def test_upcaster_migrates_old_records(monkeypatch):
-    monkeypatch.setattr(ev, "_REGISTRY", dict(ev._REGISTRY))  # keep the test's type out of the rest
+@pytest.fixture
+def registry(monkeypatch):
+    """Event classes and upcasters a test defines stay out of the rest of the suite."""
+    monkeypatch.setattr(ev, "_REGISTRY", dict(ev._REGISTRY))
     monkeypatch.setattr(ev, "_UPCASTERS", dict(ev._UPCASTERS))
+
+
+def test_upcaster_migrates_old_records(registry):
     @attrs.frozen
     class Renamed(ev.Event):
         TYPE = "test_renamed"
@@ -100,10 +105,8 @@ def test_upcaster_migrates_old_records(monkeypatch):
     assert decode("test_renamed", 2, {"label": "new"}) == Renamed(label="new")
 
 
-def test_upcasters_chain_one_schema_at_a_time(monkeypatch):
+def test_upcasters_chain_one_schema_at_a_time(registry):
     """A record two schemas old goes through both upcasters in order; a missing step is named."""
-    monkeypatch.setattr(ev, "_REGISTRY", dict(ev._REGISTRY))
-    monkeypatch.setattr(ev, "_UPCASTERS", dict(ev._UPCASTERS))
 
     @attrs.frozen
     class Twice(ev.Event):
@@ -127,10 +130,9 @@ def test_an_invalid_schema_version_is_a_codec_error(schema):
     assert str(err.value) == f"event 'run_failed' has an invalid schema version {schema!r}"
 
 
-def test_only_the_registered_class_of_a_type_encodes(monkeypatch):
+def test_only_the_registered_class_of_a_type_encodes(registry):
     """A class redefined under the same name (a module reload) replaces the registered one; an
     instance of the stale class is refused, as is an event of the unregistered base."""
-    monkeypatch.setattr(ev, "_REGISTRY", dict(ev._REGISTRY))
 
     def define():
         @attrs.frozen
@@ -148,8 +150,7 @@ def test_only_the_registered_class_of_a_type_encodes(monkeypatch):
         encode(ev.Event())
 
 
-def test_a_second_class_for_a_known_type_is_refused(monkeypatch):
-    monkeypatch.setattr(ev, "_REGISTRY", dict(ev._REGISTRY))
+def test_a_second_class_for_a_known_type_is_refused(registry):
     with pytest.raises(TypeError) as err:
         @attrs.frozen
         class Impostor(ev.Event):

@@ -43,11 +43,10 @@ def _epoch(state: GrowthState, val_acc: float) -> EpochCompleted:
                           train_loss=1.0, train_acc=50.0, val_loss=1.0, val_acc=val_acc, seconds=0.0)
 
 
-def _run(config: dict, accuracies: list[float]) -> tuple[GrowthState, list]:
-    """Feed per-epoch accuracies through decide/apply; return the final state and all events."""
-    state = GrowthState()
-    log = decide(state, RunStarted(run_id="t", config=config, seed=config.get("seed", 0)))
-    state = fold(log)
+def _continue(state: GrowthState, accuracies: list[float]) -> tuple[GrowthState, list]:
+    """From ``state`` (possibly owing decisions), the rest of a run fed ``accuracies``."""
+    log = due(state)
+    state = fold(log, state)
     for acc in accuracies:
         if state.phase not in (Phase.GROWING, Phase.FINETUNING):
             break
@@ -55,6 +54,13 @@ def _run(config: dict, accuracies: list[float]) -> tuple[GrowthState, list]:
         state = fold(events, state)
         log += events
     return state, log
+
+
+def _run(config: dict, accuracies: list[float]) -> tuple[GrowthState, list]:
+    """Feed per-epoch accuracies through decide/apply; return the final state and all events."""
+    log = decide(GrowthState(), RunStarted(run_id="t", config=config, seed=config.get("seed", 0)))
+    state, rest = _continue(fold(log), accuracies)
+    return state, log + rest
 
 
 def _story(log: list) -> list[tuple]:
@@ -389,19 +395,6 @@ TestGrowthMachine = GrowthMachine.TestCase
 # -- forks: a fork's first event carries the parent's state (base_state) ---------------------------
 
 FORKED = dict(BASE, seed_arch="1-1-1")
-
-
-def _continue(state: GrowthState, accuracies: list[float]) -> tuple[GrowthState, list]:
-    """From ``state`` (possibly owing decisions), the rest of a run fed ``accuracies``."""
-    log = due(state)
-    state = fold(log, state)
-    for acc in accuracies:
-        if state.phase not in (Phase.GROWING, Phase.FINETUNING):
-            break
-        events = decide(state, _epoch(state, acc))
-        state = fold(events, state)
-        log += events
-    return state, log
 
 
 def _fork(parent: GrowthState, config: dict) -> GrowthState:

@@ -7,7 +7,6 @@ passes the decision audit; re-execution must catch it and name the first bad seq
 
 from __future__ import annotations
 
-import copy
 import math
 import shutil
 from pathlib import Path
@@ -22,18 +21,7 @@ from autogrow.engine import steps
 from autogrow.replay.verify import verify_run
 from autogrow.storage import SnapshotStore
 from tests.conftest import autogrow_cli
-from tests.forgery import Record, forge, index_of, read_records
-
-
-@pytest.fixture(scope="module")
-def smoke_log(smoke_run: Path) -> list[Record]:
-    return read_records(smoke_run)
-
-
-@pytest.fixture
-def log(smoke_log: list[Record]) -> list[Record]:
-    """A fresh, editable copy of the smoke run's records; index i is seq i + 1."""
-    return copy.deepcopy(smoke_log)
+from tests.forgery import Record, forge, index_of
 
 
 def _epoch_index(records: list[Record], epoch: int) -> int:

@@ -19,7 +19,6 @@ disabled the test fails (shown by mutating a scratch copy, one check at a time).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import re
 import shutil
@@ -29,21 +28,9 @@ import pytest
 
 from autogrow.replay.verify import Report, verify_run
 from tests.conftest import autogrow_cli
-from tests.forgery import Record, forge, index_of, read_records
+from tests.forgery import Record, forge, index_of
 
 BOOKKEEPING = {"snapshot_written", "run_resumed", "run_suspended", "snapshots_pruned"}
-
-
-@pytest.fixture(scope="module")
-def smoke_log(smoke_run: Path) -> list[Record]:
-    """The smoke run's records, read once (tests edit deep copies)."""
-    return read_records(smoke_run)
-
-
-@pytest.fixture
-def log(smoke_log: list[Record]) -> list[Record]:
-    """A fresh, editable copy of the smoke run's records; index i is seq i + 1."""
-    return copy.deepcopy(smoke_log)
 
 
 def _seq(problem: str) -> int:
