@@ -18,22 +18,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-
-def cpu_model() -> str:
-    """The CPU's model name plus family/model numbers (the name alone is generic on some VMs)."""
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "cpu family", "model") and key not in info:
-                info[key] = value.strip()
-            if len(info) == 3:
-                break
-    except OSError:
-        return platform.processor() or "unknown"
-    name, family, model = (info.get(k, "?") for k in ("model name", "cpu family", "model"))
-    return f"{name} (family {family} model {model})"
+from autogrow.engine.device import cpu_model  # noqa: E402
 
 
 def load() -> float:

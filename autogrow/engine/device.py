@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 
 import attrs
 import torch
@@ -50,23 +51,29 @@ def hardware(execution: Execution) -> dict[str, str]:
     set torch dispatches to on it (AVX2, AVX512, ...), and the GPU when there is one. Same
     values (and torch version) = same machine class, where the audit's re-execution must be
     exact."""
-    described = {"cpu": _cpu_model(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
+    described = {"cpu": cpu_model(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
     if execution.device.type == "cuda":
         described["gpu"] = torch.cuda.get_device_name(execution.device)
     return described
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name plus family/model numbers (the name alone is generic on some VMs,
+    e.g. "Intel(R) Xeon(R) Processor")."""
+    info: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    return value.strip()
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in info:
+                    info[key] = value.strip()
+                if len(info) == 3:
+                    break
     except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine() or "unknown"
+    name, family, model = (info.get(k, "?") for k in ("model name", "cpu family", "model"))
+    return f"{name} (family {family} model {model})"
 
 
 def _cpu_has_fast_bf16() -> bool:

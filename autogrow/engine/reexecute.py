@@ -223,6 +223,8 @@ def reexecute(run_dir: Path, count: int | None = None, *, standard: str = "auto"
             "gradients are summed across them, so the run's arithmetic can only be re-executed "
             f"with {processes}: `torchrun --nproc-per-node {processes} -m autogrow verify "
             f"{run_dir} --reexecute …`")
+    if started.versions.get("precision"):  # "auto" resolves by device: keep the run's own
+        config = attrs.evolve(config, precision=str(started.versions["precision"]))
     execution = prepare_execution(config)
     standard, why = choose_standard(standard, started.versions,
                                     software_versions(execution, group))
