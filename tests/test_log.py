@@ -524,8 +524,10 @@ def test_digit_flip_that_overflows_a_float_is_corruption_not_a_crash(tmp_path):
         log.append("x", 1, {"v": 1.7976931347314117e308})
     path = tmp_path / "events.jsonl"
     path.write_bytes(path.read_bytes().replace(b"e+308", b"e+318"))
-    with pytest.raises(LogCorrupted, match="line 1"):
+    with pytest.raises(LogCorrupted) as err:
         EventLog.open(tmp_path, readonly=True)
+    assert ("line 1 (byte offset 0, expected seq 1) is corrupted: payload cannot be stored as "
+            "written (Out of range float values") in str(err.value)
 
 
 # -- guards and messages the mutation run found unasserted (docs/testing.md) ---------------------
@@ -563,6 +565,10 @@ def test_a_rehashed_record_with_an_invalid_field_is_refused(tmp_path: Path, fiel
 
 
 @pytest.mark.parametrize("line,problem", [
+    (b'{"hash":"xyz","payload":{},"prev":"' + b"0" * 64 + b'","schema":1,"seq":2,"ts":"t",'
+     b'"type":"t"}', "hash is 'xyz', expected 64 lowercase hex digits"),
+    (b'{"hash":"' + b"0" * 64 + b'","payload":{},"prev":"abc","schema":1,"seq":2,"ts":"t",'
+     b'"type":"t"}', "prev is 'abc', expected 64 lowercase hex digits"),
     (b'{"seq": 2, "ty\xffpe": 1}', "invalid UTF-8 at byte offset {offset}"),
     (b'{"seq": 2,', "not valid JSON (Expecting property name"),
     (b'[1, 2]', "expected an object with keys ['hash', 'payload', 'prev', 'schema', 'seq', 'ts', "
@@ -733,3 +739,40 @@ def test_a_failed_write_that_cannot_be_rolled_back_closes_the_log(
     assert str(err.value) == (f"could not append to {log.path}: [Errno 28] No space left on device; "
                               "the log was closed; reopen the run (the torn line will be set aside)")
     assert log.closed
+
+
+def test_a_record_chained_to_another_hash_and_an_edited_record_are_named(tmp_path: Path) -> None:
+    with write_log(tmp_path, [("t", 1, {"i": 0})]) as log:
+        first = log.records[0]
+    path = tmp_path / "events.jsonl"
+    good = path.read_bytes()
+    other = "1" * 64
+    path.write_bytes(good + _forged_line(2, other))
+    with pytest.raises(LogCorrupted) as err:
+        EventLog.open(tmp_path, readonly=True)
+    assert (f"is corrupted: prev is {other[:12]}... but the previous record's hash is "
+            f"{first.hash[:12]}... (the chain is broken);") in str(err.value)
+    line = _forged_line(2, first.hash)
+    edited = line.replace(b'"payload":{}', b'"payload":{"i":1}')
+    path.write_bytes(good + edited)
+    record = json.loads(edited)
+    body = spec_canonical({k: v for k, v in record.items() if k != "hash"})
+    computed = hashlib.sha256((first.hash + body).encode()).hexdigest()
+    with pytest.raises(LogCorrupted) as err:
+        EventLog.open(tmp_path, readonly=True)
+    assert (f"is corrupted: hash mismatch (stored {record['hash'][:12]}..., computed "
+            f"{computed[:12]}...): the record changed after it was written;") in str(err.value)
+
+
+def test_side_files_are_created_rw_r_r(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with write_log(tmp_path, [("t", 1, {})]):
+            pass
+        with open(tmp_path / "events.jsonl", "ab") as f:
+            f.write(b'{"torn')
+        with EventLog.open(tmp_path) as log:
+            side = log.torn.side_file
+    finally:
+        os.umask(old)
+    assert side.stat().st_mode & 0o777 == 0o644

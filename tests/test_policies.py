@@ -556,3 +556,41 @@ def test_each_refused_event_says_why():
         decide(started, PolicyChecked(epoch=0, window=(), stop_delta=None, grow_delta=None,
                                       decision="keep", metric="best"))
     assert str(err.value) == "decide() takes run_started or epoch_completed, not PolicyChecked"
+
+
+def test_the_lr_of_each_phase_counts_that_phase_s_epochs():
+    """GrowthState.learning_rate indexes the schedule by the epochs done in the asked phase."""
+    config = dict(seed_arch="1-1-1", lr=0.1, growth_lr="staircase", max_growth_epochs=10,
+                  finetune_epochs=10, lr_milestones="0.5")
+    state = GrowthState(settings=PolicySettings.from_config(config), run_config=config,
+                        grow_epochs=7, finetune_epochs=2)
+    assert state.learning_rate("grow") == state.cfg.learning_rate(0.1, "grow", 7)
+    assert state.learning_rate("finetune") == state.cfg.learning_rate(0.1, "finetune", 2)
+    assert state.learning_rate("grow") != state.learning_rate("finetune")
+    with pytest.raises(ValueError) as err:
+        state.cfg.learning_rate(0.1, "warmup", 0)
+    assert str(err.value) == "unknown phase 'warmup'; expected 'grow' or 'finetune'"
+
+
+def test_delta_is_rounded_to_nine_decimals():
+    """Accuracies like 70.05 - 70.0 compare with tau as written (README: the rounding of Δ)."""
+    state = GrowthState(settings=PolicySettings.from_config(dict(seed_arch="1-1-1")),
+                        val_history=(70.0, 70.12345678951))
+    assert state.delta(1) == 0.12345679 and state.delta(2) is None
+
+
+def test_no_finetune_epochs_goes_straight_to_evaluation_and_a_finished_run_cannot_fork():
+    state, _ = _run(dict(BASE, seed_arch="2-2-2", max_arch="2-2-2", finetune_epochs=0), [])
+    assert state.phase is Phase.EVALUATING
+    done = apply(state, RunFinished(arch="2-2-2", val_acc=0.0, test_acc=0.0, params=1, flops=1,
+                                    weights_digest="0" * 64))
+    with pytest.raises(PolicyError) as err:
+        base_state(done)
+    assert str(err.value) == "cannot fork from a run that is finished"
+
+
+def test_a_snapshot_is_the_state_s_last_snapshot():
+    from autogrow.events import SnapshotWritten
+    state, _ = _run(dict(BASE, seed_arch="1-1-1"), [10.0])
+    snap = SnapshotWritten(digest="a" * 64, epoch=1, step=0, label="epoch")
+    assert apply(state, snap).last_snapshot == snap

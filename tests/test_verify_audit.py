@@ -19,6 +19,7 @@ disabled the test fails (shown by mutating a scratch copy, one check at a time).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 import shutil
@@ -74,7 +75,9 @@ def test_forged_final_weights_digest(smoke_run, log, tmp_path):
     i = index_of(log, "run_finished")
     log[i][2]["weights_digest"] = hashlib.sha256(b"some other weights").hexdigest()
     run = forge(smoke_run, log, tmp_path / "run")
-    _fails_at(verify_run(run), i + 1, "weights_digest", "final snapshot")
+    final = [k for k, r in enumerate(log) if r[0] == "snapshot_written"][-1]
+    _fails_at(verify_run(run), i + 1, f"weights_digest {log[i][2]['weights_digest'][:12]}… does "
+              f"not match the final snapshot {log[final][2]['digest'][:12]}…")
     proc = autogrow_cli("verify", str(run))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     fails = [line for line in proc.stdout.splitlines() if line.startswith("FAIL: ")]
@@ -156,7 +159,8 @@ def test_inserted_stage_stopped_where_nothing_was_owed(smoke_run, log, tmp_path)
     stage = log[grow][2]["stage"]
     log.insert(at, ("stage_stopped", 1, {"stage": stage, "delta": 0.0, "reason": "no_improvement"}))
     report = verify_run(forge(smoke_run, log, tmp_path / "run"))
-    _fails_at(report, at + 1, "stage_stopped", "was not decided by the policy")
+    _fails_at(report, at + 1, f"stage_stopped (stage {stage}, no_improvement) was not decided "
+                              "by the policy")
 
 
 def test_inserted_stage_stopped_inside_a_check(smoke_run, log, tmp_path):
@@ -169,7 +173,9 @@ def test_inserted_stage_stopped_inside_a_check(smoke_run, log, tmp_path):
     log.insert(check + 1, ("stage_stopped", 1,
                            {"stage": stage, "delta": 0.0, "reason": "no_improvement"}))
     report = verify_run(forge(smoke_run, log, tmp_path / "run"))
-    _fails_at(report, check + 2, "the log has stage_stopped", "the policy decides block_added")
+    grown = log[check + 2][2]
+    _fails_at(report, check + 2, f"the log has stage_stopped (stage {stage}, no_improvement) "
+              f"but the policy decides block_added (stage {stage} -> {grown['arch']})")
 
 
 def test_inserted_stage_stopped_with_the_check_rewritten_to_match(smoke_run, log, tmp_path):
@@ -426,7 +432,7 @@ def test_a_broken_chain_or_an_undecodable_record_is_one_problem(smoke_run, log, 
     path = run / "events.jsonl"
     path.write_bytes(path.read_bytes().replace(b'"epoch_completed"', b'"epoch_complete_"', 1))
     broken = verify_run(run)
-    assert len(broken.problems) == 1 and "line" in broken.problems[0]
+    assert len(broken.problems) == 1 and "line" in broken.problems[0] and broken.notes == ()
     assert (broken.run_dir, broken.records, broken.snapshots_checked, broken.decisions_checked) == (
         run, 0, 0, 0)
     i = index_of(log, "epoch_completed")
@@ -437,3 +443,33 @@ def test_a_broken_chain_or_an_undecodable_record_is_one_problem(smoke_run, log, 
     assert (odd.run_dir, odd.records, odd.snapshots_checked, odd.decisions_checked) == (
         tmp_path / "odd", len(log), 0, 0)
     assert odd.notes == ()
+
+
+def test_a_snapshot_named_twice_is_reported_once_and_later_files_are_still_read(
+        smoke_run, log, tmp_path):
+    """The start snapshot's file missing and its record repeated (bookkeeping may repeat), then
+    a later file whose metadata names another epoch: the missing file is one problem, and the
+    metadata check of the later file still runs."""
+    from autogrow.storage import SnapshotStore
+
+    snaps = _snapshot_records(log)
+    start, final = snaps[0], snaps[-1]
+    log.insert(start + 1, copy.deepcopy(log[start]))
+    final += 1
+    run = forge(smoke_run, log, tmp_path / "run")
+    store = SnapshotStore(run)
+    snapshot = store.get(log[final][2]["digest"])
+    log[final][2]["digest"] = store.put(snapshot.tensors, dict(snapshot.metadata, epoch="1"))
+    forge(smoke_run, log, run)
+    store.path(log[start][2]["digest"]).unlink()
+    problems = verify_run(run).problems
+    assert [_seq(p) for p in problems] == [start + 1, final + 1], problems
+
+
+def test_run_finished_without_any_snapshot_is_a_problem(smoke_run, log, tmp_path):
+    """A log with every snapshot_written removed: run_finished's weights cannot be checked
+    against anything, which verify reports at run_finished."""
+    kept = [r for r in log if r[0] not in ("snapshot_written", "snapshots_pruned")]
+    finish = next(i for i, r in enumerate(kept) if r[0] == "run_finished")
+    _fails_at(verify_run(forge(smoke_run, kept, tmp_path / "run")), finish + 1,
+              "run_finished follows no snapshot of the final net")

@@ -190,13 +190,12 @@ def _check_finish(run_dir: Path, seq: int, state: GrowthState, ev: RunFinished,
     if ev.arch != format_arch(state.arch):
         problems.append(f"seq {seq}: run_finished names {ev.arch} but the net is "
                         f"{format_arch(state.arch)}")
-    if last_snapshot is None:
-        return
-    if (last_snapshot.epoch, last_snapshot.step) != (state.epoch, 0):
+    if last_snapshot is None or (last_snapshot.epoch, last_snapshot.step) != (state.epoch, 0):
         # weights_digest is checked against the last snapshot, so it must be of the final net
-        problems.append(f"seq {seq}: run_finished follows no snapshot of the final net: the last "
-                        f"is of epoch {last_snapshot.epoch} step {last_snapshot.step}, the run "
-                        f"trained {state.epoch} epochs")
+        last = ("there is none" if last_snapshot is None else
+                f"the last is of epoch {last_snapshot.epoch} step {last_snapshot.step}")
+        problems.append(f"seq {seq}: run_finished follows no snapshot of the final net: {last}, "
+                        f"the run trained {state.epoch} epochs")
         return
     from autogrow.blocks import weights_digest
     from autogrow.storage import SnapshotStore
