@@ -402,34 +402,48 @@ def _fork(parent: GrowthState, config: dict) -> GrowthState:
                             base_state=base_state(parent))])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(accs=st.lists(st.floats(0, 100, allow_nan=False), min_size=1, max_size=30),
-       cut=st.integers(0, 200), policy=st.sampled_from(["periodic", "convergent"]),
-       interval=st.integers(1, 3), caps=st.booleans())
-def test_a_fork_with_the_parent_settings_continues_as_the_parent(accs, cut, policy, interval, caps):
-    """Forked at any snapshot of any run with the same settings, the fork decides exactly what
-    the parent decides from there (the fold of base_state restores everything the policy reads)."""
+       policy=st.sampled_from(["periodic", "convergent"]), interval=st.integers(1, 3),
+       caps=st.booleans())
+def test_a_fork_with_the_parent_settings_continues_as_the_parent(accs, policy, interval, caps):
+    """Forked at every snapshot of any run with the same settings (growing, fine-tuning or
+    evaluating), the fork decides exactly what the parent decides from there (the fold of
+    base_state restores everything the policy reads)."""
     config = dict(FORKED, policy=policy, interval=interval, stop_window=2 * interval,
                   **({"max_arch": "3-2-4"} if caps else {}))
     _, log = _run(config, accs)
-    cut = cut % len(log) + 1
-    parent = fold(log[:cut])
-    if parent.phase not in (Phase.GROWING, Phase.FINETUNING, Phase.EVALUATING):
-        return
-    # a fork point is a snapshot: right after an epoch, or after all of a check's decisions
-    if not (isinstance(log[cut - 1], EpochCompleted) or cut == len(log)
-            or isinstance(log[cut], EpochCompleted)):
-        return
+    for cut in range(1, len(log) + 1):
+        parent = fold(log[:cut])
+        if parent.phase not in (Phase.GROWING, Phase.FINETUNING, Phase.EVALUATING):
+            continue
+        # a fork point is a snapshot: right after an epoch, or after all of a check's decisions
+        if not (isinstance(log[cut - 1], EpochCompleted) or cut == len(log)
+                or isinstance(log[cut], EpochCompleted)):
+            continue
+        _assert_fork_continues(parent, config, accs[parent.epoch:])
+
+
+def _assert_fork_continues(parent: GrowthState, config: dict, rest: list[float]) -> None:
     fork = _fork(parent, config)
     for name in ("arch", "ring", "next_stage", "last_grown", "grew_at_last_check", "growths",
                  "grow_epochs", "finetune_epochs", "val_history", "last_check_epoch", "phase",
-                 "epoch"):
+                 "epoch", "run_config"):
         assert getattr(fork, name) == getattr(parent, name), name
-    rest = accs[parent.epoch:]
     ended, story = _continue(parent, rest)
     fork_ended, fork_story = _continue(fork, rest)
     assert _story(fork_story) == _story(story)
     assert (fork_ended.arch, fork_ended.phase) == (ended.arch, ended.phase)
+
+
+@pytest.mark.parametrize("finetune_done", [0, 1, 2])
+def test_a_fork_of_a_fine_tuning_or_evaluating_parent_stays_there(finetune_done):
+    """Fine-tuning for 2 epochs: forked after 0 or 1 of them it fine-tunes the rest; after both
+    it evaluates (and finishes with the parent's epoch count)."""
+    config = dict(FORKED, seed_arch="2-2-2", max_arch="2-2-2", finetune_epochs=2)
+    parent, _ = _run(config, [50.0] * finetune_done)
+    assert parent.phase is (Phase.FINETUNING if finetune_done < 2 else Phase.EVALUATING)
+    _assert_fork_continues(parent, config, [60.0, 70.0])
 
 
 def test_a_fork_with_lower_caps_drops_full_stages_and_moves_the_pointer():
