@@ -15,6 +15,7 @@ arithmetic differs in its last bits and grows over an epoch, so the tolerant sta
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
 import time
@@ -30,7 +31,7 @@ from autogrow.config import RunConfig
 from autogrow.engine import steps
 from autogrow.engine.data import DataSplits
 from autogrow.engine.device import Execution
-from autogrow.engine.distributed import SINGLE, Dist, broadcast_json
+from autogrow.engine.distributed import SINGLE, Dist, barrier, broadcast_json
 from autogrow.engine.run import RunError, load_data, prepare_execution, software_versions, trainer_for
 from autogrow.engine.trainer import Trainer
 from autogrow.events import BlockAdded, EpochCompleted, RunFinished, RunStarted, SnapshotWritten
@@ -252,6 +253,11 @@ def reexecute(run_dir: Path, count: int | None = None, *, standard: str = "auto"
                 skipped.append("final evaluation: the final snapshot is not kept")
     except Mismatch:
         pass  # the first mismatch ends the re-execution
+    # Every rank got here by the same comparisons. Free the DDP wrappers of the re-executed
+    # epochs while the process group lives (collected after it is destroyed, gloo aborted the
+    # process at exit), and leave together.
+    gc.collect()
+    barrier(group)
     done = len({row.epoch for row in compare.rows if row.epoch.isdigit()})
     return Outcome(standard, why, tuple(compare.rows), tuple(skipped), done, seconds, run_seconds)
 
