@@ -24,14 +24,15 @@ TEST_MARKER = "autogrow-test: paused"
 _writes: dict[str, int] = {}  # writes so far by this process, per test-hook variable
 
 
-def announce_test_pause(where: str) -> None:
+def announce_test_pause(where: str) -> None:  # pragma: no mutate block
     """Tell a test on stderr that a test hook holds this process now: one ``os.write``, so the
     line stays whole when several processes (torchrun's ranks) share the stream."""
     sys.stderr.flush()
     os.write(2, f"{TEST_MARKER} {where} (pid {os.getpid()})\n".encode())
 
 
-def write_with_test_pause(fd: int, data: bytes | memoryview, pause_env: str) -> None:
+def write_with_test_pause(  # pragma: no mutate block
+        fd: int, data: bytes | memoryview, pause_env: str) -> None:
     """``write_all``, with a test hook for crash tests.
 
     When the environment variable ``pause_env`` holds ``SECONDS`` (every write) or
