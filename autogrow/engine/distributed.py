@@ -8,6 +8,7 @@ byte tensors: no pickle.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from typing import Any
@@ -65,8 +66,14 @@ def init_from_env(device: str) -> Dist:
 
 
 def shutdown(group: Dist) -> None:
+    """Destroy the process group while the interpreter is fully alive. DDP wrappers that are
+    garbage but not yet collected (reference cycles) still hold the gloo group; collected at
+    interpreter exit, its worker threads were destroyed unjoined and the process aborted
+    ("terminate called without an active exception", SIGABRT) after a finished run, under load."""
     if group.enabled and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def broadcast_json(group: Dist, value: Any) -> Any:

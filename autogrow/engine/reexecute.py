@@ -15,7 +15,6 @@ arithmetic differs in its last bits and grows over an epoch, so the tolerant sta
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import random
 import time
@@ -253,11 +252,7 @@ def reexecute(run_dir: Path, count: int | None = None, *, standard: str = "auto"
                 skipped.append("final evaluation: the final snapshot is not kept")
     except Mismatch:
         pass  # the first mismatch ends the re-execution
-    # Every rank got here by the same comparisons. Free the DDP wrappers of the re-executed
-    # epochs while the process group lives (collected after it is destroyed, gloo aborted the
-    # process at exit), and leave together.
-    gc.collect()
-    barrier(group)
+    barrier(group)  # every rank got here by the same comparisons: leave together
     done = len({row.epoch for row in compare.rows if row.epoch.isdigit()})
     return Outcome(standard, why, tuple(compare.rows), tuple(skipped), done, seconds, run_seconds)
 
