@@ -608,3 +608,64 @@ def test_a_snapshot_is_the_state_s_last_snapshot():
     state, _ = _run(dict(BASE, seed_arch="1-1-1"), [10.0])
     snap = SnapshotWritten(digest="a" * 64, epoch=1, step=0, label="epoch")
     assert apply(state, snap).last_snapshot == snap
+
+
+def test_settings_defaults_and_every_key_read_from_a_run_config():
+    """What a run config without policy keys means (the documented defaults), and that each key
+    is read under its own name."""
+    from fractions import Fraction
+    bare = PolicySettings.from_config({"seed_arch": "1-1-1"})
+    assert (bare.interval, bare.stop_window, bare.tau, bare.finetune_epochs, bare.initializer,
+            bare.lr_milestones, bare.finetune_lr_scale, bare.finetune_milestones) == (
+        3, 6, 0.05, 0, "gau", (Fraction(1, 2), Fraction(3, 4)), 1.0, None)
+    given = PolicySettings.from_config({
+        "seed_arch": "1-1-1", "initializer": "zero", "lr_milestones": "1/3", "interval": 2,
+        "stop_window": 4, "tau": 0.5, "finetune_epochs": 7, "finetune_lr_scale": 0.1,
+        "finetune_milestones": "1/2"})
+    assert (given.initializer, given.lr_milestones, given.finetune_lr_scale,
+            given.finetune_milestones) == ("zero", (Fraction(1, 3),), 0.1, (Fraction(1, 2),))
+    with pytest.raises(PolicyConfigError) as err:
+        PolicySettings.from_config({"seed_arch": "1-1-1", "finetune_milestones": "2/3,1/3"})
+    assert str(err.value).startswith("finetune_milestones '2/3,1/3': fractions must increase")
+    with pytest.raises(PolicyConfigError) as err:
+        PolicySettings.from_config({"seed_arch": "1-1-1", "lr_milestones": "half"})
+    assert str(err.value) == ("lr_milestones 'half': expected fractions of the phase like "
+                              "1/2,3/4 or 0.5,0.75")
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(policy="sometimes"), "unknown policy 'sometimes'; choose one of periodic, convergent"),
+    (dict(metric="median"), "unknown metric 'median'; choose one of best, ema"),
+    (dict(growth_lr="cosine"), "unknown growth_lr 'cosine'; choose one of auto, constant, staircase"),
+    (dict(finetune_epochs=-1), "finetune_epochs must be >= 0, got -1"),
+    (dict(max_growth_epochs=0), "max_growth_epochs must be positive, got 0"),
+    (dict(ema_decay=0.0), "ema_decay must be in (0, 1), got 0.0"),
+    (dict(ema_decay=1.0), "ema_decay must be in (0, 1), got 1.0"),
+    (dict(max_arch=(2, 2)), "max_arch 2-2 and seed_arch 1-1-1 have different stage counts"),
+    (dict(max_arch=(2, 0, 2)), "max_arch 2-0-2 is shallower than seed_arch 1-1-1 in some stage"),
+])
+def test_each_bad_setting_says_what_is_wrong(changes, message):
+    with pytest.raises(PolicyConfigError) as err:
+        PolicySettings(seed_arch=(1, 1, 1), **changes)
+    assert str(err.value) == message
+
+
+def test_a_max_arch_of_another_stage_count_is_refused_while_parsing():
+    with pytest.raises(ValueError) as err:
+        PolicySettings.from_config({"seed_arch": "1-1-1", "max_arch": "2-2"})
+    assert str(err.value) == "arch string '2-2' has 2 stages but this family has 3"
+
+
+def test_an_epoch_of_the_other_phase_is_refused_and_each_phase_keeps_its_last_epoch():
+    growing, _ = _run(dict(BASE, seed_arch="1-1-1"), [10.0])
+    finetuning, _ = _run(dict(BASE, seed_arch="2-2-2", max_arch="2-2-2", finetune_epochs=3), [50.0])
+    assert growing.last_epoch.val_acc == 10.0 and finetuning.last_epoch.val_acc == 50.0
+    wrong = [(growing, "finetune", "a 'finetune' epoch cannot be applied while the run is growing"),
+             (finetuning, "grow", "a 'grow' epoch cannot be applied while the run is finetuning")]
+    for state, phase, message in wrong:
+        ev = EpochCompleted(phase=phase, epoch=state.epoch + 1, arch=format_arch(state.arch),
+                            lr=0.1, train_loss=1.0, train_acc=1.0, val_loss=1.0, val_acc=1.0,
+                            seconds=0.0)
+        with pytest.raises(PolicyError) as err:
+            apply(state, ev)
+        assert str(err.value) == message
