@@ -776,3 +776,16 @@ def test_side_files_are_created_rw_r_r(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert side.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_reformatted_line_is_not_canonical(tmp_path: Path) -> None:
+    """Same content, other spacing: the hash still matches the content, the bytes do not."""
+    with write_log(tmp_path, [("t", 1, {"i": 0})]):
+        pass
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(path.read_bytes().replace(b'"seq":1', b'"seq": 1'))
+    with pytest.raises(LogCorrupted) as err:
+        EventLog.open(tmp_path, readonly=True)
+    assert str(err.value).startswith(
+        f"{path}: line 1 (byte offset 0, expected seq 1) is corrupted: the line is not in "
+        "canonical form (it was edited after it was written);")
