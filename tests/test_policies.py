@@ -577,10 +577,11 @@ def test_the_lr_of_each_phase_counts_that_phase_s_epochs():
     config = dict(seed_arch="1-1-1", lr=0.1, growth_lr="staircase", max_growth_epochs=10,
                   finetune_epochs=10, lr_milestones="0.5")
     state = GrowthState(settings=PolicySettings.from_config(config), run_config=config,
-                        grow_epochs=7, finetune_epochs=2)
-    assert state.learning_rate("grow") == state.cfg.learning_rate(0.1, "grow", 7)
-    assert state.learning_rate("finetune") == state.cfg.learning_rate(0.1, "finetune", 2)
-    assert state.learning_rate("grow") != state.learning_rate("finetune")
+                        grow_epochs=6, finetune_epochs=5)
+    # growth restarts its staircase every K = 3 epochs: epoch index 6 is an interval's first
+    assert state.learning_rate("grow") == state.cfg.learning_rate(0.1, "grow", 6) == 0.1
+    assert state.cfg.learning_rate(0.1, "grow", 5) < 0.1  # what the fine-tuning count would give
+    assert state.learning_rate("finetune") == state.cfg.learning_rate(0.1, "finetune", 5) < 0.1
     with pytest.raises(ValueError) as err:
         state.cfg.learning_rate(0.1, "warmup", 0)
     assert str(err.value) == "unknown phase 'warmup'; expected 'grow' or 'finetune'"

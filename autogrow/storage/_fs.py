@@ -31,8 +31,8 @@ def announce_test_pause(where: str) -> None:  # pragma: no mutate block
     os.write(2, f"{TEST_MARKER} {where} (pid {os.getpid()})\n".encode())
 
 
-def write_with_test_pause(  # pragma: no mutate block
-        fd: int, data: bytes | memoryview, pause_env: str) -> None:
+def write_with_test_pause(
+        fd: int, data: bytes | memoryview, pause_env: str) -> None:  # pragma: no mutate block
     """``write_all``, with a test hook for crash tests.
 
     When the environment variable ``pause_env`` holds ``SECONDS`` (every write) or
