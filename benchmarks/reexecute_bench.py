@@ -10,6 +10,8 @@ compares the snapshots it ended in, so the ratio is the whole cost of the audit 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +31,8 @@ def main() -> None:
                         help="wait until other processes use fewer cores than this")
     args = parser.parse_args()
     quiet = wait_for_quiet(args.max_busy)
-    with tempfile.TemporaryDirectory() as tmp:
+    # structlog prints to stdout, which carries only the JSON result
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         run = args.run
         made_s = None
         if run is None:

@@ -789,3 +789,10 @@ def test_a_reformatted_line_is_not_canonical(tmp_path: Path) -> None:
     assert str(err.value).startswith(
         f"{path}: line 1 (byte offset 0, expected seq 1) is corrupted: the line is not in "
         "canonical form (it was edited after it was written);")
+
+
+def test_a_log_says_where_it_is_and_whether_it_can_append(tmp_path: Path) -> None:
+    with write_log(tmp_path, [("t", 1, {})]) as log:
+        assert (log.run_dir, log.readonly) == (tmp_path, False)
+    with EventLog.open(tmp_path, readonly=True) as ro:
+        assert (ro.run_dir, ro.readonly) == (tmp_path, True)

@@ -445,11 +445,12 @@ def test_a_broken_chain_or_an_undecodable_record_is_one_problem(smoke_run, log, 
     assert odd.notes == ()
 
 
+@pytest.mark.parametrize("fault", ["missing", "damaged"])
 def test_a_snapshot_named_twice_is_reported_once_and_later_files_are_still_read(
-        smoke_run, log, tmp_path):
-    """The start snapshot's file missing and its record repeated (bookkeeping may repeat), then
-    a later file whose metadata names another epoch: the missing file is one problem, and the
-    metadata check of the later file still runs."""
+        smoke_run, log, tmp_path, fault):
+    """The start snapshot's file missing or damaged and its record repeated (bookkeeping may
+    repeat), then a later file whose metadata names another epoch: the bad file is one problem,
+    and the metadata check of the later file still runs."""
     from autogrow.storage import SnapshotStore
 
     snaps = _snapshot_records(log)
@@ -461,7 +462,11 @@ def test_a_snapshot_named_twice_is_reported_once_and_later_files_are_still_read(
     snapshot = store.get(log[final][2]["digest"])
     log[final][2]["digest"] = store.put(snapshot.tensors, dict(snapshot.metadata, epoch="1"))
     forge(smoke_run, log, run)
-    store.path(log[start][2]["digest"]).unlink()
+    bad = store.path(log[start][2]["digest"])
+    if fault == "missing":
+        bad.unlink()
+    else:
+        bad.write_bytes(bad.read_bytes()[:-1] + b"\0")
     problems = verify_run(run).problems
     assert [_seq(p) for p in problems] == [start + 1, final + 1], problems
 
