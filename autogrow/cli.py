@@ -231,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Exit 0 only if the log's chain holds, every needed snapshot "
                                    "is present and matches its digest, and every grow/stop/finish "
                                    "decision is exactly what the policy decides from the logged "
-                                   "metrics.")
+                                   "metrics; with --reexecute, also that the logged metrics and "
+                                   "weights are what this code computes from the run's snapshots "
+                                   "and data (README: Audit).")
     p.add_argument("run_dir", type=Path, metavar="RUN")
     p.add_argument("--reexecute", type=_reexecute_count, metavar="N|all", default=None,
                    help="also re-execute N logged epochs (or all) from their start snapshots and "
