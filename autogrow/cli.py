@@ -457,12 +457,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
                          "made by several processes")
     if not reexecute:
         return 0 if _print_verify(verify_run(args.run_dir)) else 1
+    from autogrow.engine.distributed import broadcast_json
     from autogrow.engine.reexecute import plan
-    device = plan(args.run_dir).config.device
-    with _process_group(device) as group:
-        report = verify_run(args.run_dir)
-        ok = _print_verify(report) if group.is_main else report.ok
-        return 0 if _print_reexecution(args, group) and ok else 1
+    try:
+        the_plan = plan(args.run_dir)  # the run's device decides the process group's backend
+    except user_errors() as err:  # nothing to re-execute: say why, after what verify finds
+        _print_verify(verify_run(args.run_dir))
+        print(f"FAIL: not re-executed: {str(err).splitlines()[0]}")
+        return 1
+    with _process_group(the_plan.config.device) as group:
+        # rank 0 audits the log and the snapshot files (the other ranks would redo the same)
+        ok = broadcast_json(group, _print_verify(verify_run(args.run_dir))
+                            if group.is_main else None)
+        return 0 if _print_reexecution(args, group, the_plan) and ok else 1
 
 
 def _print_verify(report: Any) -> bool:
@@ -476,7 +483,7 @@ def _print_verify(report: Any) -> bool:
     return report.ok
 
 
-def _print_reexecution(args: argparse.Namespace, group: Any) -> bool:
+def _print_reexecution(args: argparse.Namespace, group: Any, the_plan: Any) -> bool:
     """Re-execute (every rank), print the table as it goes (rank 0); True if all compared equal
     (or within the tolerant standard)."""
     from autogrow.engine.reexecute import TABLE_HEADER, format_row, reexecute
@@ -492,7 +499,7 @@ def _print_reexecution(args: argparse.Namespace, group: Any) -> bool:
               "from the kept snapshots, and the final evaluation")
         print(TABLE_HEADER, flush=True)
     outcome = reexecute(args.run_dir, count, standard=args.standard, group=group,
-                        on_row=on_row)
+                        on_row=on_row, the_plan=the_plan)
     if show:
         for skipped in outcome.skipped:
             print(f"not re-executed: {skipped}")

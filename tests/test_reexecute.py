@@ -102,7 +102,7 @@ def test_a_snapshot_replaced_by_one_from_another_seed_is_caught(smoke_run, log, 
     trainer = trainer_for(config, execution, load_data(config, execution), config.seed_arch)
     run = forge(smoke_run, log, tmp_path / "run")
     i = index_of(log, "snapshot_written", where=lambda p: p["label"] == "start")
-    meta = steps.snapshot_metadata(trainer, 0, 0, "start")
+    meta = steps.snapshot_metadata(trainer, config.seed_arch, 0, 0, "start")
     log[i][2]["digest"] = SnapshotStore(run).put(trainer.state_tensors(), meta)
     forge(smoke_run, log, run)
     assert verify_run(run).ok, "the decision audit alone cannot see this forgery"
@@ -200,3 +200,16 @@ def test_the_standard_follows_the_machine_class():
 def test_bad_count_is_a_usage_error(smoke_run):
     proc = autogrow_cli("verify", str(smoke_run), "--reexecute", "0")
     assert proc.returncode == 2 and "at least 1 epoch" in proc.stderr
+
+
+def test_a_log_that_cannot_be_read_is_reported_not_re_executed(smoke_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    path = run / "events.jsonl"
+    path.write_bytes(path.read_bytes().replace(b'"epoch_completed"', b'"epoch_complete_"', 1))
+    proc = autogrow_cli("verify", str(run), "--reexecute", "all")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("FAIL: ") and "line" in lines[0]
+    assert lines[-2].startswith("FAILED: 0 records")
+    assert lines[-1].startswith("FAIL: not re-executed: ") and "corrupted" in lines[-1]

@@ -206,14 +206,15 @@ def choose_standard(requested: str, run_versions: Mapping[str, Any],
 
 def reexecute(run_dir: Path, count: int | None = None, *, standard: str = "auto",
               group: Dist = SINGLE, on_row: Callable[[Row], None] | None = None,
-              stop_at_first: bool = True) -> Outcome:
+              stop_at_first: bool = True, the_plan: Plan | None = None) -> Outcome:
     """Re-execute ``count`` epochs (None: every one whose start snapshot is kept) and the final
     evaluation, comparing each with the log; stops at the first mismatch by default.
 
     Under torchrun every rank re-executes (a run's ranks shard batches and BatchNorm statistics,
-    so it can only be re-executed with as many processes as it ran with)."""
+    so it can only be re-executed with as many processes as it ran with). ``the_plan``: the
+    run's :func:`plan`, when the caller has read it already."""
     run_dir = Path(run_dir)
-    the_plan = plan(run_dir)
+    the_plan = the_plan or plan(run_dir)
     config, started = the_plan.config, the_plan.started
     processes = int(started.versions.get("processes", 1))
     if processes != group.world_size:
@@ -236,8 +237,10 @@ def reexecute(run_dir: Path, count: int | None = None, *, standard: str = "auto"
                + ("is not kept (pruned)" if t.start is not None else "was not written")
                for t in the_plan.unrunnable()]
     seconds = run_seconds = 0.0
+    done = 0
     try:
         for target in chosen:
+            done += 1
             began = time.perf_counter()
             try:
                 _redo_epoch(target, store, config, execution, data, group, compare)
@@ -253,7 +256,6 @@ def reexecute(run_dir: Path, count: int | None = None, *, standard: str = "auto"
     except Mismatch:
         pass  # the first mismatch ends the re-execution
     barrier(group)  # every rank got here by the same comparisons: leave together
-    done = len({row.epoch for row in compare.rows if row.epoch.isdigit()})
     return Outcome(standard, why, tuple(compare.rows), tuple(skipped), done, seconds, run_seconds)
 
 
@@ -282,11 +284,11 @@ def _redo_epoch(target: EpochTarget, store: SnapshotStore, config: RunConfig,
                     (logged.train_loss, logged.train_acc), origin)
     compare.metrics(label, seq, "val loss, acc", (val.loss, val.acc),
                     (logged.val_loss, logged.val_acc), origin)
-    compare.snapshot(label, target.end, trainer, store)
+    compare.snapshot(label, target.end, trainer, store, logged.arch)
     for _, growth in target.growths:
         steps.grow(trainer, growth, data, config, execution, target.epoch, logged.train_acc)
     if target.growths:
-        compare.snapshot(label, target.grown, trainer, store,
+        compare.snapshot(label, target.grown, trainer, store, target.growths[-1][1].arch,
                          what=f"growth (seq {target.growths[0][0]}) snapshot")
 
 
@@ -355,10 +357,10 @@ class Comparer:
         self.row(epoch, seq, what, ok, detail)
 
     def snapshot(self, epoch: str, snap: Snap | None, trainer: Trainer, store: SnapshotStore,
-                 what: str = "epoch snapshot") -> None:
-        """The re-executed tensors against the snapshot ``snap`` names: its digest (exact) or
-        the largest relative difference per tensor (tolerant). A pruned one is listed, not
-        compared (the metrics were)."""
+                 arch: str, what: str = "epoch snapshot") -> None:
+        """The re-executed tensors of a net of ``arch`` (as logged) against the snapshot ``snap``
+        names: its digest (exact) or the largest relative difference per tensor (tolerant). A
+        pruned one is listed, not compared (the metrics were)."""
         if snap is None or not snap.kept:
             if snap is not None:
                 self.row(epoch, snap.seq, what, True, "not kept (pruned by retention)",
@@ -367,7 +369,7 @@ class Comparer:
         ev = snap.event
         tensors = trainer.state_tensors()
         if self.standard == "exact":
-            meta = steps.snapshot_metadata(trainer, ev.epoch, ev.step, ev.label)
+            meta = steps.snapshot_metadata(trainer, arch, ev.epoch, ev.step, ev.label)
             ok = _sha256(snapshot_bytes(tensors, meta)) == ev.digest
             detail = "digest equal" if ok else "digest differs (" + _describe_difference(
                 tensors, store.get(ev.digest).tensors) + ")"

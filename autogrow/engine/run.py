@@ -216,7 +216,8 @@ class Run:
         st = self.state
         event = None
         if self.group.is_main:
-            meta = steps.snapshot_metadata(self.trainer, st.epoch, step, label)
+            meta = steps.snapshot_metadata(self.trainer, format_arch(st.arch), st.epoch, step,
+                                           label)
             tensors = self.trainer.state_tensors()
             tensors.update(progress or {})
             started = time.perf_counter()

@@ -67,9 +67,10 @@ def grow(trainer: Trainer, event: BlockAdded, data: DataSplits, config: RunConfi
         adam_target=last_train_acc, adam_epochs=config.adam_init_epochs)
 
 
-def snapshot_metadata(trainer: Trainer, epoch: int, step: int, label: str) -> dict[str, str]:
+def snapshot_metadata(trainer: Trainer, arch: str, epoch: int, step: int,
+                      label: str) -> dict[str, str]:
     """A snapshot's metadata (stored in the file, so covered by its digest): the point it was
-    taken at and what net its tensors fit."""
+    taken at, the arch the fold says the net has, and the net config its tensors fit."""
     net = trainer.net
-    return {"arch": net.arch, "epoch": str(epoch), "step": str(step), "label": label,
+    return {"arch": arch, "epoch": str(epoch), "step": str(step), "label": label,
             "family": net.family, "net": json.dumps(net.config, sort_keys=True)}
