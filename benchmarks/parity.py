@@ -32,9 +32,8 @@ from _common import emit, load, machine, median, wait_for_quiet
 from autogrow.blocks import build_net, weights_digest
 from autogrow.config import resolve_config
 from autogrow.engine.data import eval_batches, load_dataset, train_batches
-from autogrow.engine.device import resolve_execution
+from autogrow.engine.device import make_deterministic, resolve_execution
 from autogrow.engine.run import Run, start_run
-from autogrow.policies import learning_rate
 from autogrow.storage import EventLog
 
 
@@ -55,8 +54,9 @@ class PlainLoop:
     def __init__(self, cfg) -> None:
         t0 = time.perf_counter()
         self.cfg = cfg
-        ex = resolve_execution(cfg.device, cfg.precision, cfg.channels_last, cfg.threads)
-        torch.use_deterministic_algorithms(True)  # the engine's CPU setting (DESIGN §5)
+        ex = resolve_execution(cfg.device, cfg.precision, cfg.channels_last, cfg.threads,
+                               cfg.deterministic)
+        make_deterministic(ex)  # the engine's kernel settings (DESIGN §5), fill included
         self.dev, self.cl, self.amp, self.precision = (ex.device, ex.channels_last, ex.amp_dtype,
                                                        ex.precision)
         self.data = load_dataset(
@@ -70,6 +70,7 @@ class PlainLoop:
         self.net = net.to(memory_format=torch.channels_last) if self.cl else net
         self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)
+        self.policy = cfg.policy_settings()  # the LR schedule the engine's policy state uses
         self.epoch_s: list[float] = []
         self.metrics: list[tuple[float, float, float]] = []
         self.setup_s = time.perf_counter() - t0
@@ -93,8 +94,7 @@ class PlainLoop:
         cfg, net, opt = self.cfg, self.net, self.opt
         epoch = len(self.epoch_s) + 1  # the engine numbers epochs from 1
         t0 = time.perf_counter()
-        lr = learning_rate(cfg.lr, cfg.policy, "finetune", epoch - 1, cfg.interval,
-                           cfg.finetune_epochs)
+        lr = self.policy.learning_rate(cfg.lr, "finetune", epoch - 1)
         for group in opt.param_groups:
             group["lr"] = lr
         net.train()
@@ -227,8 +227,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="0 = torch's default")
     ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     ap.add_argument("--no-fill-uninitialized", dest="fill_uninitialized", action="store_false",
-                    help="set torch.utils.deterministic.fill_uninitialized_memory = False for "
-                    "both (the engine leaves it on: every new tensor is NaN-filled)")
+                    help="no effect now: the engine turns torch's NaN-fill of new tensors off "
+                    "itself (autogrow/engine/device.py) and the plain loop copies its settings; "
+                    "accepted so that the commands recorded in RESULTS.md §1 still run")
     ap.add_argument("--precisions", default="fp32,auto", help="comma-separated: fp32, bf16, auto")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved engine+plain runs each")
     ap.add_argument("--retries", type=int, default=2,
@@ -240,7 +241,6 @@ def main() -> None:
                     "fewer than CORES cores (sampled over 3 s)")
     args = ap.parse_args()
     info = machine()
-    torch.utils.deterministic.fill_uninitialized_memory = args.fill_uninitialized
     results = []
     with tempfile.TemporaryDirectory(prefix="autogrow-parity-") as tmp:
         for precision in args.precisions.split(","):
