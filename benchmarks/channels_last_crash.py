@@ -6,6 +6,8 @@ For each (input channels, input size) it trains a 1x1 stride-2 conv (out = 2 x i
 (SIGSEGV/SIGABRT: the corruption is not certain to strike in every run). Prints JSON.
 
     .venv/bin/python benchmarks/channels_last_crash.py --repeats 2
+
+``--shapes 2x40 --steps 5 --repeats 1`` is the test suite's tiny run (tests/test_benchmarks.py).
 """
 
 from __future__ import annotations
@@ -28,35 +30,49 @@ PROBE = """
 import sys, torch
 from torch import nn
 from autogrow.blocks.layers import conv1x1
-c, size, kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c, size, kind, steps = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 torch.manual_seed(0)
 conv = (conv1x1(c, 2 * c, 2) if kind == "guarded"
         else nn.Conv2d(c, 2 * c, 1, stride=2, bias=False)).to(memory_format=torch.channels_last)
-for _ in range(300):
+for _ in range(steps):
     conv(torch.randn(8, c, size, size).contiguous(memory_format=torch.channels_last)).sum().backward()
 """
 
 
-def crashes(channels: int, size: int, kind: str, repeats: int) -> int:
+def crashes(channels: int, size: int, kind: str, repeats: int, steps: int) -> int:
+    """Runs of the probe that died; each in a fresh process, as the corruption kills it."""
     died = 0
     for _ in range(repeats):
-        proc = subprocess.run([sys.executable, "-c", PROBE, str(channels), str(size), kind],
-                              capture_output=True, cwd=REPO, timeout=600)
+        proc = subprocess.run([sys.executable, "-c", PROBE, str(channels), str(size), kind,
+                               str(steps)], capture_output=True, cwd=REPO, timeout=600)
         died += proc.returncode != 0
     return died
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """``4x32,8x48`` -> [(4, 32), (8, 48)]: input channels x input side."""
+    try:
+        return [(int(c), int(s)) for c, s in (part.split("x") for part in text.split(","))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CHANNELSxSIZE,..., got {text!r}") from None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--shapes", type=parse_shapes, default=SHAPES,
+                        help="CHANNELSxSIZE,... (default: the 11 shapes of RESULTS.md §6)")
+    parser.add_argument("--steps", type=int, default=300, help="forward + backward per run")
     args = parser.parse_args()
     rows = []
-    for channels, size in SHAPES:
+    for channels, size in args.shapes:
         rows.append({"in_channels": channels, "size": size, "runs": args.repeats,
-                     "plain_crashed": crashes(channels, size, "plain", args.repeats),
-                     "guarded_crashed": crashes(channels, size, "guarded", args.repeats)})
+                     "plain_crashed": crashes(channels, size, "plain", args.repeats, args.steps),
+                     "guarded_crashed": crashes(channels, size, "guarded", args.repeats,
+                                                args.steps)})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+    print(json.dumps({"benchmark": "channels_last_crash", "steps": args.steps,
+                      "date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
                       "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
                       "threads": torch.get_num_threads(), "rows": rows}, indent=1))
 

@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_check.sh [--device cuda|cpu] [--out DIR] [--budget SECONDS]
 #
 #   --device  cuda (default; refused with a hint when torch sees no GPU) or cpu: the dry run
-#             of every step at tiny sizes (what tests/test_gpu_check.py runs in `make test`)
+#             of every step at tiny sizes (what tests/test_benchmarks.py runs in `make test`)
 #   --out     where run directories, logs and step results go (default: a new temp dir)
 #   --budget  seconds for all steps together (default 450 on cuda; 600 on cpu, where a busy
 #             2-core machine is 3-4x slower than an idle one's ~100 s); every step also has

@@ -72,7 +72,7 @@ def main() -> None:
         assert all(c == n for _, c in opens + ro_opens)
     result = {
         "benchmark": "event_log",
-        "command": "python benchmarks/log_bench.py" + (f" --events {n}" if n != 10_000 else ""),
+        "command": " ".join(["python benchmarks/log_bench.py", *sys.argv[1:]]),
         "events": n,
         "log_bytes": size,
         "bytes_per_record": round(size / n, 1),
