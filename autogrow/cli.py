@@ -12,7 +12,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -302,15 +302,10 @@ def _summary(result: Any) -> None:
     print(f"run directory {result.run_dir}  (autogrow history {result.run_dir})")
 
 
-@contextlib.contextmanager
-def _process_group(device: str) -> Iterator[Any]:
+def _process_group(device: str) -> contextlib.AbstractContextManager[Any]:
     """This process's place among those torchrun started (just itself without torchrun)."""
-    from autogrow.engine.distributed import init_from_env, shutdown
-    group = init_from_env(device)
-    try:
-        yield group
-    finally:
-        shutdown(group)
+    from autogrow.engine.distributed import process_group
+    return process_group(device)
 
 
 _STARTED = time.time()  # when this process started: the time budget counts from here
@@ -591,7 +586,9 @@ def _configure_logging() -> None:
         processors=[structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="%H:%M:%S"),
                     structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # one write per line: the ranks of a torchrun job share a stream, and a line written in
+        # two parts (print: text, then newline) could be split by another rank's line
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
     )
 
 

@@ -220,9 +220,13 @@ class SnapshotsPruned(Event):
 
 @attrs.frozen
 class RunFinished(Event):
-    """The run is done: the found net, its accuracies and a digest of its weights."""
+    """The run is done: the found net, its accuracies and a digest of its weights.
+
+    Schema 2 adds ``test_loss``, so that re-execution compares a float, not only a count of
+    correct answers (None in runs logged before it)."""
 
     TYPE: ClassVar[str] = "run_finished"
+    SCHEMA: ClassVar[int] = 2
 
     arch: str
     val_acc: float
@@ -230,6 +234,7 @@ class RunFinished(Event):
     params: int
     flops: int
     weights_digest: str
+    test_loss: float | None = None
 
 
 @attrs.frozen
@@ -254,6 +259,12 @@ def register_upcaster(type_name: str, from_schema: int) -> Callable:
         return fn
 
     return wrap
+
+
+@register_upcaster("run_finished", 1)
+def _run_finished_without_test_loss(payload: dict[str, Any]) -> dict[str, Any]:
+    """Runs logged before schema 2 did not record the test loss."""
+    return {**payload, "test_loss": None}
 
 
 def encode(event: Event) -> tuple[str, int, dict[str, Any]]:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autogrow import events as ev
-from autogrow.events import CodecError, decode, encode, event_types, register_upcaster
+from autogrow.events import CodecError, RunFinished, decode, encode, event_types, register_upcaster
 
 
 def _examples() -> list[ev.Event]:
@@ -167,3 +167,12 @@ def test_unknown_type_lists_the_known_ones():
         decode("run_failed", 2, {"reason": "x"})
     assert str(err.value) == ("event 'run_failed' has schema 2 but this autogrow knows up to 1; "
                               "upgrade autogrow to read this run")
+
+
+def test_run_finished_of_schema_1_is_upcast_without_a_test_loss():
+    """Runs logged before run_finished carried the test loss still read (issue 21)."""
+    old = {"arch": "2-2-2", "val_acc": 70.0, "test_acc": 69.0, "params": 1, "flops": 1,
+           "weights_digest": "ab" * 32}
+    event = decode("run_finished", 1, old)
+    assert isinstance(event, RunFinished) and event.test_loss is None and event.test_acc == 69.0
+    assert encode(RunFinished(**old, test_loss=0.5)) == ("run_finished", 2, {**old, "test_loss": 0.5})

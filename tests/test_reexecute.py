@@ -15,7 +15,8 @@ import attrs
 import pytest
 
 from autogrow.config import RunConfig
-from autogrow.engine.reexecute import Row, choose_standard, plan, reexecute
+from autogrow.engine.reexecute import (Comparer, Row, choose_standard, legacy_evaluations, plan,
+                                       reexecute)
 from autogrow.engine.run import load_data, prepare_execution, trainer_for
 from autogrow.engine import steps
 from autogrow.replay.verify import verify_run
@@ -52,7 +53,7 @@ def test_smoke_run_reexecuted_in_full_passes(smoke_run, smoke_log):
     compared = {r.seq for r in outcome.rows if r.compared}
     assert set(growth_seqs) <= compared  # every growth redone and its snapshot matched by digest
     final = [r for r in outcome.rows if r.epoch == "final"]
-    assert [r.what for r in final] == ["test acc", "weights digest"]
+    assert [r.what for r in final] == ["test loss, acc", "weights digest"]
 
 
 def test_the_run_records_its_machine_class(smoke_log):
@@ -212,3 +213,52 @@ def test_a_log_that_cannot_be_read_is_reported_not_re_executed(smoke_run, tmp_pa
     assert lines[0].startswith("FAIL: ") and "line" in lines[0]
     assert lines[-2].startswith("FAILED: 0 records")
     assert lines[-1].startswith("FAIL: not re-executed: ") and "corrupted" in lines[-1]
+
+
+def test_a_test_accuracy_forged_by_less_than_a_point_fails_the_exact_standard(
+        smoke_run, log, tmp_path):
+    """The final test accuracy and loss are recomputed from the final snapshot and compared
+    exactly: a forgery within the tolerant standard's point still fails (fails if the exact
+    standard compared the final accuracy with any slack)."""
+    finish = index_of(log, "run_finished")
+    log[finish][2]["test_acc"] += 0.1
+    run = forge(smoke_run, log, tmp_path / "acc")
+    failure = _first_failure(run, 1)
+    assert (failure.seq, failure.what) == (finish + 1, "test loss, acc")
+    assert "logged loss" in failure.detail
+    assert reexecute(run, 1, standard="tolerant").ok  # what a tolerant final check would accept
+
+    log[finish][2]["test_acc"] -= 0.1
+    log[finish][2]["test_loss"] = math.nextafter(log[finish][2]["test_loss"], math.inf)
+    failure = _first_failure(forge(smoke_run, log, tmp_path / "loss"), 1)
+    assert (failure.seq, failure.what) == (finish + 1, "test loss, acc")
+
+
+def test_a_run_finished_logged_before_the_test_loss_is_compared_by_accuracy(
+        smoke_run, log, tmp_path):
+    """run_finished of schema 1 (no test_loss) is upcast; its accuracy is still compared exactly."""
+    finish = index_of(log, "run_finished")
+    type_, _, payload = log[finish]
+    log[finish] = (type_, 1, {k: v for k, v in payload.items() if k != "test_loss"})
+    outcome = reexecute(forge(smoke_run, log, tmp_path / "old"), 1)
+    assert outcome.ok, [r for r in outcome.rows if not r.ok]
+    assert [r.what for r in outcome.rows if r.epoch == "final"] == ["test acc", "weights digest"]
+    log[finish][2]["test_acc"] += 0.1
+    failure = _first_failure(forge(smoke_run, log, tmp_path / "old-forged"), 1)
+    assert (failure.seq, failure.what) == (finish + 1, "test acc")
+
+
+def test_evaluations_of_older_multi_process_runs_are_compared_tolerantly_and_say_why():
+    """A run of several processes made before every evaluation used rank 0's buffers logged
+    numbers no snapshot can reproduce exactly: its evaluations (not its training, not its
+    weights) are compared tolerantly, with the reason."""
+    assert legacy_evaluations({"processes": 1}) == ""
+    assert legacy_evaluations({"processes": 2, "eval_buffers": "rank0"}) == ""
+    why = legacy_evaluations({"processes": 2})
+    assert "2 processes" in why and "rank 0's BatchNorm statistics" in why
+    compare = Comparer("exact", None, stop_at_first=False)
+    compare.eval_standard = "tolerant"
+    compare.metrics("3", 10, "val loss, acc", (1.0, 50.0), (1.001, 50.2), "here", evaluation=True)
+    compare.metrics("3", 10, "train loss, acc", (1.0, 50.0), (1.001, 50.0), "here")
+    compare.accuracy("final", 20, "test acc", 50.0, 50.2)
+    assert [r.ok for r in compare.rows] == [True, False, True]

@@ -32,6 +32,25 @@ def cpu_channels_last_unsafe(in_channels: int, kernel: tuple[int, ...], stride: 
             and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
 
 
+class _NCHWCopy(torch.autograd.Function):
+    """``w.clone(memory_format=torch.contiguous_format)`` whose gradient comes back in ``w``'s
+    own strides. A plain clone hands back an NCHW-strided gradient for a channels_last
+    parameter; a 1x1 weight's two stride sets describe the same memory, so autograd keeps it,
+    but DDP's gradient buckets follow the parameter's strides and warn on every process
+    ("Grad strides do not match bucket view strides", and a copy per step). Only strides
+    change here, never a value."""
+
+    @staticmethod
+    def forward(ctx: object, w: Tensor) -> Tensor:
+        ctx.geometry = (w.shape, w.stride())  # type: ignore[attr-defined]
+        return w.clone(memory_format=torch.contiguous_format)
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> Tensor:
+        shape, stride = ctx.geometry  # type: ignore[attr-defined]
+        return torch.empty_strided(shape, stride, dtype=grad.dtype, device=grad.device).copy_(grad)
+
+
 class StridedPointwiseConv(nn.Conv2d):
     """A 1x1 strided conv that computes in NCHW where channels_last would crash on CPU
     (:func:`cpu_channels_last_unsafe`); elsewhere exactly ``nn.Conv2d``. Its output keeps the
@@ -39,9 +58,9 @@ class StridedPointwiseConv(nn.Conv2d):
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if cpu_channels_last_unsafe(self.in_channels, self.kernel_size, self.stride, x):
-            # clone: a 1x1 weight counts as contiguous in both formats, so .contiguous() would
+            # a copy: a 1x1 weight counts as contiguous in both formats, so .contiguous() would
             # keep its channels_last strides and oneDNN would still take the channels_last path
-            nchw_weight = weight.clone(memory_format=torch.contiguous_format)
+            nchw_weight = _NCHWCopy.apply(weight)
             out = super()._conv_forward(x.contiguous(), nchw_weight, bias)
             return out.contiguous(memory_format=torch.channels_last)
         return super()._conv_forward(x, weight, bias)

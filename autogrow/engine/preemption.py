@@ -33,6 +33,8 @@ TIME = "time"  # the reason logged when the time budget, not a signal, stopped t
 SLURM_END_ENV = "SLURM_JOB_END_TIME"  # the job's projected end, a UNIX time (set by SLURM ≥ 22.05)
 RESERVE_FLOOR = 5.0  # seconds always kept back from a time budget, beyond the measured costs
 PAUSE_AT_STEP_ENV = "AUTOGROW_TEST_PAUSE_AT_STEP"
+PAUSE_RANK_ENV = "AUTOGROW_TEST_PAUSE_RANK"
+EVALUATION = "evaluation"  # the pause point before the final evaluation (not a step count)
 _TIME_CODE = 1000  # above every signal number
 
 
@@ -141,25 +143,32 @@ class StopControl:
                         action="snapshot at this step, then exit %d (resumable)" % EXIT_RESUMABLE)
         return reason
 
-    def test_pause(self, steps_done: int) -> None:
+    def test_pause(self, point: int | str) -> None:
         """Test hook: with ``AUTOGROW_TEST_PAUSE_AT_STEP=N`` the process stops after its N-th
-        training step, says so on stderr and waits there until a stop signal arrives (or it is
-        killed), so tests can signal or SIGKILL it at a known step instead of at a guessed time.
-        Workers that ``torchrun --max-restarts`` started again do not pause."""
-        if self._pause_at != steps_done:
+        training step (``=evaluation``: at the boundary before the final evaluation), says so on
+        stderr and waits there until a stop signal arrives (or it is killed), so tests can
+        signal or SIGKILL it at a known point instead of at a guessed time. With
+        ``AUTOGROW_TEST_PAUSE_RANK=R`` only rank R pauses (the others run on into the next
+        collective, where they wait for it). Workers that ``torchrun --max-restarts`` started
+        again do not pause."""
+        if self._pause_at != point:
             return
-        announce_test_pause(f"after step {steps_done}")
+        announce_test_pause(f"after step {point}" if isinstance(point, int) else f"at {point}")
         while self.received is None:
             time.sleep(0.01)
 
 
-def _test_pause_step() -> int | None:
-    """The step of ``AUTOGROW_TEST_PAUSE_AT_STEP``; None when unset or in a worker that
+def _test_pause_step() -> int | str | None:
+    """The point of ``AUTOGROW_TEST_PAUSE_AT_STEP`` (a step count or :data:`EVALUATION`); None
+    when unset, in a rank that ``AUTOGROW_TEST_PAUSE_RANK`` leaves out, or in a worker that
     ``torchrun --max-restarts`` started again (a restarted worker runs through)."""
     target = os.environ.get(PAUSE_AT_STEP_ENV)
     if not target or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
         return None
-    return int(target)
+    rank = os.environ.get(PAUSE_RANK_ENV)
+    if rank is not None and rank != os.environ.get("RANK", "0"):
+        return None
+    return target if target == EVALUATION else int(target)
 
 
 def requeue(environ: Mapping[str, str] = os.environ) -> tuple[bool, str]:

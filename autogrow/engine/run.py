@@ -31,9 +31,9 @@ from autogrow.engine import steps
 from autogrow.engine.data import DataSplits, load_dataset, steps_per_epoch
 from autogrow.engine.device import Execution, hardware, make_deterministic, resolve_execution
 from autogrow.engine.distributed import SINGLE, Dist, barrier, broadcast_json, gather_strings
-from autogrow.engine.preemption import StopControl, Suspended
+from autogrow.engine.preemption import EVALUATION, StopControl, Suspended
 from autogrow.engine.progress import EpochProgress
-from autogrow.engine.trainer import Trainer
+from autogrow.engine.trainer import EVAL_BUFFERS, Trainer
 from autogrow.events import (
     BlockAdded,
     EpochCompleted,
@@ -104,6 +104,7 @@ def software_versions(execution: Execution, group: Dist = SINGLE) -> dict[str, A
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processes": group.world_size,
+        "eval_buffers": EVAL_BUFFERS,
         **execution.describe(),
         **hardware(execution),
     }
@@ -271,6 +272,8 @@ class Run:
                     self.snapshot("growth")
                 continue
             phase = self.state.phase
+            if phase is Phase.EVALUATING:
+                self.stop.test_pause(EVALUATION)
             if phase in (Phase.GROWING, Phase.FINETUNING, Phase.EVALUATING):
                 reason = self.stop.poll(self.group)  # a stop between epochs: nothing to save
                 if reason is not None:
@@ -314,6 +317,7 @@ class Run:
         finally:
             bar.close()
         val = steps.evaluate(self.trainer, self.data.val, cfg, ex)
+        record_rank_digest(self.group, f"val {epoch}", self.trainer.net)
         seconds = time.perf_counter() - started
         self.append(EpochCompleted(
             phase=phase, epoch=epoch, arch=format_arch(st.arch), lr=lr, train_loss=train.loss,
@@ -363,7 +367,7 @@ class Run:
                                f"({', '.join(d[:12] for d in digests)}); the run cannot continue")
             log.info("ranks agree", growth=event.growth_index, weights_digest=digests[0][:16],
                      ranks=group.world_size)
-        record_rank_digest(group, event.growth_index, self.trainer.net)
+        record_rank_digest(group, f"growth {event.growth_index}", self.trainer.net)
 
     def _report(self, event: Event) -> None:
         if isinstance(event, PolicyChecked):
@@ -375,12 +379,13 @@ class Run:
     def _finish(self) -> RunResult:
         net = self.trainer.net
         test = steps.evaluate(self.trainer, self.data.test, self.config, self.execution)
+        record_rank_digest(self.group, "test", net)
         val_acc = self.state.last_epoch.val_acc if self.state.last_epoch else 0.0
         event = None
         if self.group.is_main:
             event = RunFinished(
                 arch=net.arch, val_acc=val_acc, test_acc=test.acc, params=count_params(net),
-                flops=count_flops(net), weights_digest=weights_digest(net))
+                flops=count_flops(net), weights_digest=weights_digest(net), test_loss=test.loss)
         event = self.append(event)
         log.info("run finished", arch=event.arch, val_acc=round(val_acc, 2),
                  test_acc=round(test.acc, 2), params=event.params, flops=event.flops)
@@ -401,16 +406,18 @@ def perturb_for_test(group: Dist, net: torch.nn.Module) -> None:
             net.head.bias.add_(1e-3)
 
 
-def record_rank_digest(group: Dist, growth_index: int, net: torch.nn.Module) -> None:
-    """Test hook: with ``AUTOGROW_RANK_DIGESTS=DIR`` each rank appends its weights digest after
-    every growth to ``DIR/rank<r>.jsonl``, so a test can compare ranks independently."""
+def record_rank_digest(group: Dist, point: str, net: torch.nn.Module) -> None:
+    """Test hook: with ``AUTOGROW_RANK_DIGESTS=DIR`` each rank appends the digest of its net's
+    whole state (parameters and buffers) at ``point`` — after every growth ("growth N") and
+    every evaluation ("val EPOCH", "test"), which leaves the state as it evaluated it — to
+    ``DIR/rank<r>.jsonl``, so a test can compare ranks independently."""
     target = os.environ.get(RANK_DIGESTS_ENV)
     if not target:
         return
     path = Path(target) / f"rank{group.rank}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as out:
-        out.write(json.dumps({"growth": growth_index, "digest": weights_digest(net)}) + "\n")
+        out.write(json.dumps({"point": point, "digest": weights_digest(net)}) + "\n")
 
 
 def result_of(run_dir: Path, state: GrowthState) -> RunResult:

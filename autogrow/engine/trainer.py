@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from autogrow.blocks import GrowableNet, adam_init, build_net
 from autogrow.engine.device import Execution
-from autogrow.engine.distributed import SINGLE, Dist, all_reduce_sum
+from autogrow.engine.distributed import SINGLE, Dist, all_reduce_sum, hold_rank0_buffers
 from autogrow.storage.layout import (
     AMP_GROWTH,
     AMP_SCALE,
@@ -26,6 +26,11 @@ from autogrow.storage.layout import (
     section,
 )
 
+
+
+# Recorded as run_started.versions["eval_buffers"]: every evaluation of the run used rank 0's
+# buffers on every rank (runs of several processes made before it did not; see evaluate).
+EVAL_BUFFERS = "rank0"
 
 
 @attrs.frozen
@@ -124,6 +129,7 @@ class Trainer:
                                      weight_decay=self.weight_decay,
                                      device=self.execution.device,
                                      amp_dtype=self.execution.amp_dtype)
+        self.model = self.net  # let the old wrapper (and its hold on the group) go first
         self.model = self._wrap()
         self.optimizer = self._new_optimizer(carry)
         return info
@@ -194,7 +200,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> EpochStats:
+        """Mean loss and accuracy over all ranks' shards, every rank with rank 0's buffers: the
+        numbers are then a function of what a snapshot holds (rank 0's tensors)."""
         net = self.net
+        hold_rank0_buffers(self.group, net)
         net.eval()
         dev = self.execution.device
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
