@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    DiskFull,
     InvalidDigest,
     InvalidPayload,
     LogClosed,
@@ -19,13 +20,15 @@ from .errors import (
     SnapshotMissing,
     StorageError,
 )
-from ._fs import TEST_MARKER, announce_test_pause
+from ._fs import DISK_FULL_ERRNOS, TEST_MARKER, announce_test_pause, disk_full_message
 from .log import GENESIS_HASH, EventLog, LogRecord, TornTail, canonical_json
 
 if TYPE_CHECKING:
     from .snapshots import Snapshot, SnapshotStore, snapshot_bytes
 
 __all__ = [
+    "DISK_FULL_ERRNOS",
+    "DiskFull",
     "GENESIS_HASH",
     "EventLog",
     "InvalidDigest",
@@ -44,6 +47,7 @@ __all__ = [
     "TornTail",
     "announce_test_pause",
     "canonical_json",
+    "disk_full_message",
     "snapshot_bytes",
 ]
 

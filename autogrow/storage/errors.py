@@ -19,6 +19,20 @@ class LogLocked(StorageError):
     """Another writer holds the run directory's lock."""
 
 
+class DiskFull(StorageError):
+    """A write found the file system full (ENOSPC) or the disk quota used up (EDQUOT).
+
+    A fault of the machine, not of the run: what was durable before it stays valid, and the run
+    continues with ``autogrow resume`` once there is room. ``path`` is the file being written,
+    ``mount`` the file system's mount point, ``run_dir`` the run."""
+
+    def __init__(self, message: str, *, path: str = "", mount: str = "", run_dir: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.mount = mount
+        self.run_dir = run_dir
+
+
 class LogClosed(StorageError):
     """The log was closed (or is read-only) and cannot be appended to."""
 

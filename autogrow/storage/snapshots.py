@@ -12,11 +12,13 @@ same digest (the tensor entries and data are left exactly as safetensors wrote t
 Durability: bytes go to a temp file in the same directory (``.tmp-*.partial``), are fsync'd,
 renamed over ``<digest>.safetensors`` and the directory is fsync'd - only then does ``put`` return,
 so an event naming the digest can be appended safely. A crash leaves at most a temp file, which
-``digests()`` ignores and ``clean_temp()`` removes.
+``digests()`` ignores and ``clean_temp()`` removes; a full file system removes it at once and
+raises ``DiskFull``.
 
 Test hook: when ``AUTOGROW_TEST_SNAPSHOT_PAUSE`` holds ``SECONDS`` (or ``SECONDS@N``: only the
 process's N-th put that writes), ``put`` writes half of the temp file, syncs it, says so on stderr
-and sleeps that long before writing the rest, so crash tests can SIGKILL a writer mid-snapshot.
+and sleeps that long before writing the rest, so crash tests can SIGKILL a writer mid-snapshot;
+``full@N`` fills the disk there instead (see ``_fs.write_with_test_pause``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-from ._fs import fsync_dir, write_with_test_pause
+from ._fs import disk_full, fsync_dir, is_disk_full, write_with_test_pause
 from .errors import InvalidDigest, SnapshotCorrupted, SnapshotMissing
 
 SNAPSHOT_DIR = "snapshots"
@@ -164,21 +166,26 @@ class SnapshotStore:
                 return digest
         except FileNotFoundError:
             pass
-        if not self.dir.is_dir():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fsync_dir(self.run_dir)
         tmp = self.dir / f"{TEMP_PREFIX}{digest[:16]}-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            write_with_test_pause(fd, data, PAUSE_ENV)
-            os.fsync(fd)
-        except BaseException:
+            if not self.dir.is_dir():
+                self.dir.mkdir(parents=True, exist_ok=True)
+                fsync_dir(self.run_dir)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                write_with_test_pause(fd, data, PAUSE_ENV)
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                tmp.unlink(missing_ok=True)  # frees what the failed write took
+                raise
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            os.replace(tmp, final)
+            fsync_dir(self.dir)
+        except OSError as err:
+            if is_disk_full(err):
+                raise disk_full(err, final, self.run_dir) from err
             raise
-        os.close(fd)
-        os.replace(tmp, final)
-        fsync_dir(self.dir)
         return digest
 
     def get(self, digest: str) -> Snapshot:
