@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from autogrow.storage import (
+    DiskFull,
     EventLog,
     InvalidPayload,
     LogClosed,
@@ -355,7 +356,7 @@ def test_circular_payload_and_bad_arguments_are_rejected(tmp_path: Path) -> None
 
 def test_missing_log_is_a_clear_error_and_creates_nothing(tmp_path: Path) -> None:
     for readonly in (False, True):
-        with pytest.raises(LogMissing, match="not a run directory.*create=True"):
+        with pytest.raises(LogMissing, match=r"not a run directory.*`autogrow grow --run-dir`"):
             EventLog.open(tmp_path, readonly=readonly)
     with pytest.raises(LogMissing):
         EventLog.open(tmp_path / "nope")
@@ -434,7 +435,7 @@ def test_second_writer_in_another_process_gets_log_locked(tmp_path: Path) -> Non
                            capture_output=True, text=True, timeout=60)
     assert child.returncode == 3, child.stderr
     assert "another process" in child.stdout and f"pid {os.getpid()}" in child.stdout
-    assert "readonly=True" in child.stdout
+    assert "`autogrow verify` and `autogrow history` read a run" in child.stdout
     with EventLog.open(tmp_path, readonly=True) as ro:  # readers take no lock
         assert len(ro) == 1
     with pytest.raises(LogLocked, match="this process"):  # a second open in the same process too
@@ -622,16 +623,16 @@ def test_lock_messages_say_who_holds_it_and_what_to_do(tmp_path: Path) -> None:
         with pytest.raises(LogLocked) as err:
             EventLog.open(tmp_path)
         assert str(err.value) == (f"another process (pid {holder.pid}) is writing to {tmp_path}; "
-                                  "wait for it to finish or stop it, or open the log with "
-                                  "readonly=True to inspect it")
+                                  "wait for it to finish or stop it (`autogrow verify` and "
+                                  "`autogrow history` read a run while it is written)")
     finally:
         holder.communicate("", timeout=60)
     with EventLog.open(tmp_path):
         with pytest.raises(LogLocked) as err:
             EventLog.open(tmp_path)
     assert str(err.value) == (f"this process (pid {os.getpid()}) already has {tmp_path} open for "
-                              "writing; close that EventLog first, or open the log with "
-                              "readonly=True to inspect it")
+                              "writing; close that EventLog first (`autogrow verify` and "
+                              "`autogrow history` read a run while it is written)")
 
 
 def test_create_makes_missing_parent_directories(tmp_path: Path) -> None:
@@ -731,14 +732,27 @@ def test_a_failed_write_that_cannot_be_rolled_back_closes_the_log(
     def cannot_truncate(fd: int, size: int) -> None:
         raise OSError(5, "Input/output error")
 
-    log = EventLog.open(tmp_path, create=True, fsync=False)
-    monkeypatch.setattr(fs_module, "write_all", disk_full)
+    log = EventLog.open(tmp_path / "full", create=True, fsync=False)
+    other = EventLog.open(tmp_path / "io", create=True, fsync=False)
     monkeypatch.setattr(log_module.os, "ftruncate", cannot_truncate)
-    with pytest.raises(StorageError) as err:
+    monkeypatch.setattr(fs_module, "write_all", disk_full)
+    with pytest.raises(DiskFull) as err:  # a full disk says so, and what became of the log
         log.append("t", 1, {})
-    assert str(err.value) == (f"could not append to {log.path}: [Errno 28] No space left on device; "
-                              "the log was closed; reopen the run (the torn line will be set aside)")
+    assert str(err.value).startswith("the file system at ")
+    assert str(err.value).endswith(
+        f"`autogrow resume {tmp_path / 'full'}` (or the copy) continues the run from its latest "
+        "snapshot; the log was closed; reopen the run (the torn line will be set aside)")
     assert log.closed
+
+    def io_error(fd: int, data: bytes) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(fs_module, "write_all", io_error)
+    with pytest.raises(StorageError) as err:
+        other.append("t", 1, {})
+    assert str(err.value) == (f"could not append to {other.path}: [Errno 5] Input/output error; "
+                              "the log was closed; reopen the run (the torn line will be set aside)")
+    assert other.closed
 
 
 def test_a_record_chained_to_another_hash_and_an_edited_record_are_named(tmp_path: Path) -> None:

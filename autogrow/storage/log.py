@@ -15,7 +15,12 @@ writable open moves those bytes to ``events.jsonl.torn-<UTC time>`` and truncate
 the last complete record. It is never accepted as a record.
 
 One writer per run directory: a writable open holds ``flock(RUN/.lock)`` until ``close``; read-only
-opens take no lock and modify nothing.
+opens take no lock and modify nothing. Only the writing process holds the lock: a child it forks
+(a data loader's worker processes) closes its copy of the descriptor at once (see
+``_after_fork_in_child``), so a writer killed by SIGKILL frees the run at once, not when the last
+of its children has noticed and exited.
+
+A full file system (ENOSPC, EDQUOT) is raised as ``DiskFull``, one line naming it and the way on.
 
 Test hook: when the environment variable ``AUTOGROW_TEST_APPEND_PAUSE`` holds ``SECONDS`` (or
 ``SECONDS@N``: only the process's N-th append), ``append`` writes the first half of the line, syncs
@@ -34,13 +39,14 @@ import hashlib
 import json
 import math
 import os
+import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from ._fs import fsync_dir, sync_data, write_all, write_with_test_pause
+from ._fs import disk_full, fsync_dir, is_disk_full, sync_data, write_all, write_with_test_pause
 from .errors import InvalidPayload, LogClosed, LogCorrupted, LogLocked, LogMissing, StorageError
 
 LOG_NAME = "events.jsonl"
@@ -269,29 +275,117 @@ def _set_aside(path: Path, fd: int, end: int, size: int) -> TornTail:
     return TornTail(end, len(data), side)
 
 
+# Said by every lock message: the Python equivalent is EventLog.open(RUN, readonly=True).
+READERS = "`autogrow verify` and `autogrow history` read a run while it is written"
+
+
 def _acquire_lock(run_dir: Path) -> int:
-    """Take the run's writer lock (released by the kernel if the process dies)."""
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    """Take the run's writer lock (released by the kernel if the process dies) and write this
+    process's pid into the lock file for the message a second writer gets."""
+    path = run_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full(err, path, run_dir) from err
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise StorageError(f"cannot lock {run_dir / LOCK_NAME}: {err}") from None
-        if holder == str(os.getpid()):
-            who = f"this process (pid {holder}) already has {run_dir} open for writing"
-            todo = "close that EventLog first"
-        else:
-            who = f"another process{f' (pid {holder})' if holder.isdigit() else ''} is writing to {run_dir}"
-            todo = "wait for it to finish or stop it"
-        raise LogLocked(f"{who}; {todo}, or open the log with readonly=True to inspect it") from None
+        try:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StorageError(f"cannot lock {path}: {err}") from None
+            raise LogLocked(_locked_message(run_dir, fd)) from None
+        finally:
+            os.close(fd)
     except BaseException:
         os.close(fd)
         raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    try:  # overwrite, then cut: a lock file that has its block needs no new space
+        pid = f"{os.getpid()}\n".encode("ascii")
+        os.pwrite(fd, pid, 0)
+        os.ftruncate(fd, len(pid))
+    except OSError as err:
+        _release_lock(fd)
+        if is_disk_full(err):
+            raise disk_full(err, path, run_dir) from err
+        raise
     return fd
+
+
+def _locked_message(run_dir: Path, fd: int) -> str:
+    """Who holds the lock on ``fd``'s file, and what to do: the live writer by pid, or, when the
+    writer named in the file is gone, the processes that still hold the file open."""
+    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    pid = int(holder) if holder.isdigit() else None
+    if pid == os.getpid():
+        return (f"this process (pid {pid}) already has {run_dir} open for writing; close that "
+                f"EventLog first ({READERS})")
+    holders = lock_holders(os.fstat(fd))
+    # the pid in the file is the writer's if it runs and holds the file (a pid can be reused;
+    # where /proc shows no holder at all, e.g. other users' processes, trust a running pid)
+    if pid is not None and _alive(pid) and (not holders or pid in dict(holders)):
+        return (f"another process (pid {pid}) is writing to {run_dir}; wait for it to finish or "
+                f"stop it ({READERS})")
+    writer = f"the process that was writing to {run_dir}{f' (pid {pid})' if pid else ''}"
+    if holders:
+        named = ", ".join(f"pid {p} ({name})" for p, name in holders)
+        return (f"{writer} has ended, but {named} still hold{'s' if len(holders) == 1 else ''} "
+                f"its lock file {run_dir / LOCK_NAME} (started by it and outliving it); wait for "
+                f"{'it' if len(holders) == 1 else 'them'} to exit or stop "
+                f"{'it' if len(holders) == 1 else 'them'}, then try again ({READERS})")
+    return (f"{run_dir} is locked by a process this machine does not show (the last writer"
+            f"{f', pid {pid},' if pid else ''} is not running here: another machine that shares "
+            f"this file system may be writing to it); wait for it to finish or stop it there "
+            f"({READERS})")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie has closed its files: not alive)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def lock_holders(lock: os.stat_result) -> list[tuple[int, str]]:
+    """``(pid, name)`` of the other processes that have the file ``lock`` open (its device and
+    inode), found in ``/proc/*/fd``; empty where /proc cannot be read."""
+    found: list[tuple[int, str]] = []
+    me = os.getpid()
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return found
+    for pid in sorted(pids):
+        if pid == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (lock.st_dev, lock.st_ino):
+                try:
+                    name = Path(f"/proc/{pid}/comm").read_text().strip()
+                except OSError:
+                    name = "?"
+                found.append((pid, name))
+                break
+    return found
 
 
 def _release_lock(fd: int) -> None:
@@ -299,6 +393,26 @@ def _release_lock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+# Writable logs of this process, so a forked child can let go of their descriptors.
+_WRITERS: weakref.WeakSet[EventLog] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """Runs in every child this process forks (``os.register_at_fork``): the child closes its
+    copies of the writers' descriptors, so it never holds the run's lock.
+
+    flock belongs to the open file description, which parent and child share: closing the
+    child's descriptor only drops the child's reference (the parent keeps the lock), while
+    ``LOCK_UN`` would release it for both. Without this, a data loader's workers (forked) keep a
+    SIGKILLed writer's run locked until they notice their parent is gone."""
+    for event_log in list(_WRITERS):
+        event_log._let_go_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class EventLog:
@@ -326,6 +440,8 @@ class EventLog:
         self._lock_fd = lock_fd
         self._fsync = fsync
         self._closed = False
+        if lock_fd is not None:
+            _WRITERS.add(self)
 
     @classmethod
     def open(
@@ -345,8 +461,8 @@ class EventLog:
             raise ValueError("create=True and readonly=True contradict each other; pick one")
         if not create and not path.is_file():
             raise LogMissing(
-                f"{run_dir} is not a run directory (no {LOG_NAME}); check the path, "
-                "or pass create=True to start a new run there"
+                f"{run_dir} is not a run directory (no {LOG_NAME}); check the path "
+                "(`autogrow grow --run-dir` starts a new run)"
             )
         if readonly:
             records, end, size = _scan(path)
@@ -445,6 +561,8 @@ class EventLog:
             except OSError:
                 self.close()
                 state = "the log was closed; reopen the run (the torn line will be set aside)"
+            if is_disk_full(err):
+                raise disk_full(err, self.path, self.run_dir, state) from err
             if isinstance(err, OSError):
                 raise StorageError(f"could not append to {self.path}: {err}; {state}") from err
             raise
@@ -457,6 +575,7 @@ class EventLog:
         if self._closed:
             return
         self._closed = True
+        _WRITERS.discard(self)
         fd, lock_fd, self._fd, self._lock_fd = self._fd, self._lock_fd, None, None
         try:
             if fd is not None:
@@ -464,6 +583,17 @@ class EventLog:
         finally:
             if lock_fd is not None:
                 _release_lock(lock_fd)
+
+    def _let_go_in_child(self) -> None:
+        """In a forked child: close this process's copies of the descriptors (never unlock: the
+        lock is the parent's) and act closed, so the child can neither append nor unlock."""
+        fds, self._fd, self._lock_fd, self._closed = (self._fd, self._lock_fd), None, None, True
+        for fd in fds:
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def __enter__(self) -> EventLog:
         return self
