@@ -1,7 +1,10 @@
 """The ``autogrow`` command: grow, train, resume, history, export and friends.
 
 Every failure a user can cause ends in one line on stderr (``autogrow: error: …``) and exit 2.
-A run stopped by a stop signal or its time budget exits 75 (resumable); a second Ctrl-C, 130.
+A run stopped by a stop signal or its time budget exits 75 (resumable); a second Ctrl-C, 130. A
+full file system or disk quota (ENOSPC, EDQUOT) anywhere in a run exits 74 (``EX_IOERR``) with one
+line naming the file system and ``autogrow resume RUN`` as the way on: a fault of the machine, not
+a bug, so no traceback (the run logs ``run_failed`` if the record still fits).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import tomli_w
 from autogrow.config import (
     DATASETS,
     DEVICES,
+    EXIT_DISK_FULL,
     EXIT_RESUMABLE,
     FAMILY_STAGES,
     INITIALIZER_NAMES,
@@ -170,11 +174,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"autogrow: error: {message} (see `{self.prog} --help`)\n")
 
 
+_EXIT_CODES = f"""exit codes:
+  0    done (a run finished; verify found the run intact)
+  1    verify found a problem, or an unexpected error (a traceback; the run logs run_failed)
+  {EXIT_USER_ERROR}    bad input or a broken run: one line says what and what to do
+  {EXIT_DISK_FULL}   the file system (or disk quota) is full: free space, then `autogrow resume RUN`
+  {EXIT_RESUMABLE}   suspended by a stop signal or the time budget: relaunch to continue
+  {EXIT_INTERRUPTED}  aborted by a second Ctrl-C: relaunch continues from the latest snapshot"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="autogrow",
         description="Grow the depth of a convolutional network while it trains (AutoGrow). "
                     "Every run is an event log plus snapshots: resumable, auditable, forkable.",
+        epilog=_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
@@ -604,13 +618,37 @@ def user_errors() -> tuple[type[BaseException], ...]:
             FileNotFoundError)
 
 
+def _disk_full(err: BaseException, args: argparse.Namespace) -> str | None:
+    """The one-line message when ``err`` (or what caused it) is a full file system or disk
+    quota, else None. The storage layer's DiskFull carries its own; any other ENOSPC/EDQUOT
+    (a config file, TensorBoard, a cache) is named by its file and this command's run."""
+    from autogrow.storage import DISK_FULL_ERRNOS, DiskFull, disk_full_message
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, DiskFull):
+            return str(cause).splitlines()[0]
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
+            run_dir = getattr(args, "new_run_dir", None) or getattr(args, "run_dir", None)
+            return disk_full_message(cause, cause.filename, run_dir)[0]
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging()
     try:
         return args.func(args)
-    except user_errors() as err:
+    except Exception as err:  # noqa: BLE001 - sorted below; anything else is re-raised
+        full = _disk_full(err, args)
+        if full is not None:  # a fault of the machine, not of the input
+            print(f"autogrow: error: {full}", file=sys.stderr)
+            return EXIT_DISK_FULL
+        if not isinstance(err, user_errors()):
+            raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"autogrow: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -278,6 +278,9 @@ for _name in ("cifar10", "cifar100"):
 STOP_SIGNALS = ("TERM", "INT", "USR1", "USR2", "HUP", "QUIT", "XCPU")
 # The exit code of a launch that suspended the run (os.EX_TEMPFAIL, "try again later"): relaunch.
 EXIT_RESUMABLE = 75
+# The exit code of a launch stopped by a full file system or disk quota (os.EX_IOERR): the run is
+# intact up to its last durable write; free space (or move the run), then `autogrow resume RUN`.
+EXIT_DISK_FULL = 74
 _DURATION_RE = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
                           r"(?:(\d+(?:\.\d+)?)s)?")
 

@@ -478,3 +478,30 @@ def test_run_finished_without_any_snapshot_is_a_problem(smoke_run, log, tmp_path
     finish = next(i for i, r in enumerate(kept) if r[0] == "run_finished")
     _fails_at(verify_run(forge(smoke_run, kept, tmp_path / "run")), finish + 1,
               "run_finished follows no snapshot of the final net")
+
+
+def test_a_run_that_failed_where_a_decision_was_owed_is_failed_and_intact(smoke_run, log,
+                                                                          tmp_path):
+    """run_failed right after an epoch, before the policy check that epoch owes (a disk that
+    filled up while appending it): the run failed, it was not forged. verify says so, with the
+    reason and the way on, and finds no problem (issue 21, item 7); the same from the command
+    line. A decision logged after run_failed with no resume in between is not the run's."""
+    epoch = index_of(log, "epoch_completed", where=lambda p: p["phase"] == "grow")
+    assert log[epoch + 2][0] == "policy_checked"  # after the epoch's snapshot
+    reason = "DiskFull: the file system at /srv is full (No space left on device writing x)"
+    cut = log[:epoch + 1] + [("run_failed", 1, {"reason": reason})]
+    run = forge(smoke_run, cut, tmp_path / "failed")
+    report = verify_run(run)
+    assert report.ok and report.problems == (), report.problems
+    assert report.failure == reason
+    note = (f"the run failed at seq {len(cut)} and is intact up to there ({reason}); once the "
+            f"cause is gone, `autogrow resume {run}` continues it from its latest snapshot")
+    assert report.notes[-1] == note
+    checked = autogrow_cli("verify", str(run))
+    assert checked.returncode == 0 and "FAIL" not in checked.stdout, checked.stdout
+    assert checked.stdout.splitlines()[-2:] == [
+        f"note: {note}", f"OK: {len(cut)} records, 1 snapshots checked, 0 decisions audited"]
+
+    after = cut + [log[epoch + 2]]
+    _fails_at(verify_run(forge(smoke_run, after, tmp_path / "decided")), len(after),
+              "policy_checked", "was not decided by the policy")

@@ -4,6 +4,11 @@ The audit replays the logged metrics through the same pure policy the run used: 
 ``epoch_completed`` it asks :func:`autogrow.policies.due` what the policy owes and checks that the
 log's next decisions (policy check, stops, growth, finish) are exactly those, and that nothing was
 decided that the policy did not decide.
+
+A run that ended in ``run_failed`` (a full disk, a dead loader worker, a bug) is failed, not
+forged: the record may come where the policy still owed a decision (the error stopped the run
+before it), and everything before it must hold as in any run. The report says so, with the
+reason and the way on, and stays OK; anything after it but a resume is a problem.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from autogrow.events import (
     FinetuneStarted,
     GrowthFinished,
     PolicyChecked,
+    RunFailed,
     RunFinished,
     RunResumed,
     RunStarted,
@@ -48,6 +54,7 @@ class Report:
     records: int
     snapshots_checked: int
     decisions_checked: int
+    failure: str | None = None  # the reason of the run_failed the live log ends in
 
     @property
     def ok(self) -> bool:
@@ -78,7 +85,9 @@ def verify_run(run_dir: Path) -> Report:
     live_seqs = {r.seq for r in live_records(records)}
     live = [(seq, ev) for seq, ev in events if seq in live_seqs]
     decisions = _audit(run_dir, live, problems, notes)
-    return Report(run_dir, tuple(problems), tuple(notes), len(records), checked, decisions)
+    failed = next((ev for _, ev in reversed(live) if isinstance(ev, RunFailed)), None)
+    return Report(run_dir, tuple(problems), tuple(notes), len(records), checked, decisions,
+                  failed.reason if failed is not None else None)
 
 
 def _check_snapshots(run_dir: Path, records, events, problems: list[str],
@@ -135,6 +144,7 @@ def _audit(run_dir: Path, live: list[tuple[int, Event]], problems: list[str],
     owed: list[Event] = []
     checked = 0
     last_snapshot: SnapshotWritten | None = None
+    failed_at = 0
     for seq, ev in live:
         try:
             if isinstance(ev, DECISIONS):
@@ -148,6 +158,11 @@ def _audit(run_dir: Path, live: list[tuple[int, Event]], problems: list[str],
                     return checked
                 checked += 1
                 state = apply(state, ev)
+                continue
+            if isinstance(ev, RunFailed):  # the run stopped here: what it owed was never decided
+                state = apply(state, ev)
+                owed = []
+                failed_at = seq
                 continue
             if isinstance(ev, (SnapshotWritten, RunResumed, RunSuspended, SnapshotsPruned)):
                 # bookkeeping, allowed anywhere
@@ -169,7 +184,11 @@ def _audit(run_dir: Path, live: list[tuple[int, Event]], problems: list[str],
         except PolicyError as err:
             problems.append(f"seq {seq}: {err}")
             return checked
-    if owed:
+    if state.phase is Phase.FAILED:
+        notes.append(f"the run failed at seq {failed_at} and is intact up to there "
+                     f"({state.failure}); once the cause is gone, `autogrow resume {run_dir}` "
+                     "continues it from its latest snapshot")
+    elif owed:
         notes.append(f"the log ends before the policy's {owed[0].TYPE}: the run was interrupted")
     elif state.phase is not Phase.FINISHED:
         notes.append(f"the run is not finished (it is {state.phase.value})")
