@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from tests.test_distributed import (
     _wait_for_no_workers,
 )
 from tests.test_engine import comparable
+from tests.test_lock import _alive, _wait_gone
 
 
 @pytest.fixture(scope="module")
@@ -224,15 +224,6 @@ def test_kill_and_a_signal_to_the_whole_job_then_resume_with_other_worker_counts
     assert verify_run(run_dir).ok
 
 
-def _running(pid: int) -> bool:
-    """Whether ``pid`` runs (an orphan that exited may stay a zombie: not running)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
 def test_sigkill_of_the_main_process_alone_then_an_immediate_resume_is_bit_exact(
         folder, folder_run, tmp_path):
     """kill -9 of the run's main process only, as a user or the OOM killer does: its loader
@@ -255,18 +246,15 @@ def test_sigkill_of_the_main_process_alone_then_an_immediate_resume_is_bit_exact
         first.wait(timeout=60)
         resumed = autogrow_cli("resume", str(run_dir), "--workers", "2")
         assert resumed.returncode == 0, resumed.stderr
-        assert all(_running(pid) for pid in workers), "the orphaned workers were not there"
+        assert all(_alive(pid) for pid in workers), "the orphaned workers were not there"
     finally:
         first.kill()
         first.wait(timeout=60)
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-    for _ in range(1200):  # left alone, the orphans see their parent gone and exit (~5 s)
-        if not any(_running(pid) for pid in workers):
-            break
-        time.sleep(0.05)
-    assert not any(_running(pid) for pid in workers), "the orphaned workers never exited"
+    for pid in workers:  # left alone, the orphans see their parent gone and exit (~5 s)
+        _wait_gone(pid)
     assert _final_digest(run_dir) == _final_digest(folder_run)
     assert comparable(run_dir) == comparable(folder_run)
     assert verify_run(run_dir).ok

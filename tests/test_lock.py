@@ -45,7 +45,7 @@ os.read(0, 1)
 
 
 def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (orphans end as zombies here when pid 1 does not reap them)."""
+    """Whether ``pid`` runs (an orphan that exited stays a zombie where pid 1 does not reap)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
@@ -62,15 +62,19 @@ def _wait_gone(pid: int) -> None:
     raise AssertionError(f"pid {pid} did not exit")
 
 
+def _writer(script: str, run: Path) -> subprocess.Popen:
+    """A Python process running ``script`` on ``run``: stdout to read, stdin to end it."""
+    return subprocess.Popen([sys.executable, "-c", script, str(run)], env=env_with_repo(),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
 def test_a_forked_child_lets_go_of_the_lock_and_the_parent_keeps_it(tmp_path: Path) -> None:
     """flock belongs to the open file description that parent and child share: the child closing
     its copy (the at-fork hook) must leave the parent's lock in place, and a SIGKILL of the
     parent alone must free the run at once although the child lives on. Without the hook the
     child holds the lock until it exits (the second open below fails)."""
     run = tmp_path / "run"
-    writer = subprocess.Popen([sys.executable, "-c", FORKING_WRITER, str(run)],
-                              env=env_with_repo(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    writer = _writer(FORKING_WRITER, run)
     child = None
     try:
         said = dict(writer.stdout.readline().split(" ", 1) for _ in range(2))
@@ -112,9 +116,7 @@ def test_a_gone_writer_whose_lock_file_is_still_held_names_the_holders(tmp_path:
     message says the writer has ended and names that process, in the API and on the command
     line, and nothing in it is Python keyword jargon."""
     run = tmp_path / "run"
-    writer = subprocess.Popen([sys.executable, "-c", KEEPING_WRITER, str(run)],
-                              env=env_with_repo(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    writer = _writer(KEEPING_WRITER, run)
     keeper = None
     try:
         keeper = int(writer.stdout.readline())
