@@ -36,10 +36,10 @@ if os.fork() == 0:  # a child that outlives its parent, as a loader worker does 
         appended = "appended"
     except LogClosed:
         appended = "LogClosed"
-    print("child", os.getpid(), log.closed, appended, flush=True)
+    os.write(1, f"child {os.getpid()} {log.closed} {appended}\\n".encode())  # one write each:
     os.read(0, 1)  # until the test closes stdin
     os._exit(0)
-print("parent", os.getpid(), flush=True)
+os.write(1, f"parent {os.getpid()}\\n".encode())  # the two lines share the pipe
 os.read(0, 1)
 """
 
