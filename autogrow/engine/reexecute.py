@@ -7,49 +7,42 @@ growths that followed it with their logged seeds, and compare with the log — t
 and validation loss and accuracy, and the digest of every snapshot the epoch (and its growth)
 ended in that is still kept. The final test accuracy is recomputed from the final snapshot.
 
-Runs are deterministic on one machine class (bit-exact resume), so there the standard is
-equality. On another machine class (the run's recorded torch version, CPU or GPU differ) the
-arithmetic differs in its last bits and grows over an epoch, so the tolerant standard applies
-(:data:`TOLERANCES`) and the differences are reported.
+The comparisons and their standards (equality on the run's machine class, bounds elsewhere) are
+in :mod:`autogrow.engine.compare`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
-import torch
 
 from autogrow.blocks import weights_digest
 from autogrow.config import RunConfig
 from autogrow.engine import steps
+# The comparisons live in engine.compare; TABLE_HEADER and format_row are re-exported for the CLI.
+from autogrow.engine.compare import (  # noqa: F401
+    TABLE_HEADER,
+    Comparer,
+    Mismatch,
+    Row,
+    choose_standard,
+    format_row,
+    legacy_evaluations,
+)
 from autogrow.engine.data import DataSplits
 from autogrow.engine.device import Execution
-from autogrow.engine.distributed import SINGLE, Dist, barrier, broadcast_json
+from autogrow.engine.distributed import SINGLE, Dist, barrier
 from autogrow.engine.run import RunError, load_data, prepare_execution, software_versions, trainer_for
-from autogrow.engine.trainer import EVAL_BUFFERS, Trainer
+from autogrow.engine.trainer import Trainer
 from autogrow.events import BlockAdded, EpochCompleted, RunFinished, RunStarted, SnapshotWritten
 from autogrow.policies import GrowthState, Phase, apply
 from autogrow.replay import live_events
 from autogrow.storage import EventLog, SnapshotStore
-from autogrow.storage.snapshots import snapshot_bytes
-
-STANDARDS = ("auto", "exact", "tolerant")
-
-# The tolerant standard (another machine class): what one re-executed epoch may differ by.
-TOLERANCES = {
-    "acc_points": 1.0,    # train/val/test accuracy, percentage points
-    "loss_rel": 0.02,     # train/val loss, relative to the logged value
-    "weight_rel": 0.05,   # each tensor: max |re-executed − stored| ≤ this × max |stored|
-}
-
-# Recorded in run_started.versions: equal values = the same arithmetic.
-MACHINE_CLASS = ("torch", "device", "cpu", "cpu_capability", "gpu")
 
 
 @attrs.frozen
@@ -147,18 +140,6 @@ def plan(run_dir: Path) -> Plan:
 
 
 @attrs.frozen
-class Row:
-    """One comparison: ``what`` was compared for ``epoch`` (the record at ``seq``)."""
-
-    epoch: str
-    seq: int
-    what: str
-    ok: bool
-    detail: str
-    compared: bool = True  # False: listed only (the snapshot is pruned)
-
-
-@attrs.frozen
 class Outcome:
     standard: str
     why: str                               # why this standard applies
@@ -175,33 +156,6 @@ class Outcome:
     @property
     def first_failure(self) -> Row | None:
         return next((row for row in self.rows if not row.ok), None)
-
-
-def machine_class(versions: Mapping[str, Any]) -> dict[str, str]:
-    """The recorded values that decide the arithmetic (device by kind: "cuda", "cpu")."""
-    out = {key: str(versions[key]) for key in MACHINE_CLASS if key in versions}
-    if "device" in out:
-        out["device"] = out["device"].split(":")[0]
-    return out
-
-
-def choose_standard(requested: str, run_versions: Mapping[str, Any],
-                    here: Mapping[str, Any]) -> tuple[str, str]:
-    """(standard, why): ``auto`` is exact on the run's machine class, tolerant elsewhere."""
-    if requested not in STANDARDS:
-        raise ValueError(f"--standard {requested!r}: expected one of {', '.join(STANDARDS)}")
-    theirs, ours = machine_class(run_versions), machine_class(here)
-    if "cpu" not in theirs:
-        same, why = True, "the run does not record its hardware (an older run): assumed this one"
-    else:
-        differ = [k for k in MACHINE_CLASS if theirs.get(k) != ours.get(k)]
-        same = not differ
-        why = ("same machine class as the run (" + ", ".join(f"{k} {ours[k]}" for k in ours) + ")"
-               if same else "another machine class: " + "; ".join(
-                   f"{k} {theirs.get(k, '-')} (run) vs {ours.get(k, '-')} (here)" for k in differ))
-    if requested == "auto":
-        return ("exact" if same else "tolerant"), why
-    return requested, f"asked for; {why}"
 
 
 def reexecute(run_dir: Path, count: int | None = None, *, standard: str = "auto",
@@ -263,18 +217,6 @@ def reexecute(run_dir: Path, count: int | None = None, *, standard: str = "auto"
     return Outcome(standard, why, tuple(compare.rows), tuple(skipped), done, seconds, run_seconds)
 
 
-def legacy_evaluations(versions: Mapping[str, Any]) -> str:
-    """Why a run's logged evaluations cannot be reproduced exactly ("" when they can): a run of
-    several processes made before every evaluation used rank 0's buffers evaluated each rank's
-    shard with that rank's own BatchNorm statistics, which no snapshot holds."""
-    processes = int(versions.get("processes", 1))
-    if processes == 1 or versions.get("eval_buffers") == EVAL_BUFFERS:
-        return ""
-    return (f"the run was made by {processes} processes before every evaluation used rank 0's "
-            "BatchNorm statistics on every rank, so each rank evaluated its share with its own "
-            "statistics, which no snapshot holds")
-
-
 def _trainer_at(snap: Snap, store: SnapshotStore, config: RunConfig, execution: Execution,
                 data: DataSplits, group: Dist) -> Trainer:
     snapshot = store.get(snap.event.digest)
@@ -323,124 +265,3 @@ def _redo_final(final: FinalTarget, store: SnapshotStore, config: RunConfig,
     compare.row("final", final.seq, "weights digest", digest == final.finished.weights_digest,
                 "equal" if digest == final.finished.weights_digest else
                 f"{digest[:12]}… re-executed, {final.finished.weights_digest[:12]}… logged")
-
-
-class Mismatch(Exception):
-    """Raised by :class:`Comparer` at the first mismatch when asked to stop there."""
-
-
-class Comparer:
-    """Compares re-executed values with logged ones under one standard and collects rows."""
-
-    def __init__(self, standard: str, on_row: Callable[[Row], None] | None,
-                 stop_at_first: bool, group: Dist = SINGLE) -> None:
-        self.group = group
-        self.standard = standard
-        self.eval_standard = standard  # for evaluations (validation, test); see reexecute()
-        self.on_row = on_row
-        self.stop_at_first = stop_at_first
-        self.rows: list[Row] = []
-
-    def row(self, epoch: str, seq: int, what: str, ok: bool, detail: str,
-            compared: bool = True) -> None:
-        """Record rank 0's verdict on every rank: the run's snapshots hold rank 0's tensors (the
-        others' BatchNorm running statistics are of their own shares), and all ranks must stop
-        together."""
-        if self.group.enabled:
-            ok, detail = broadcast_json(self.group, [ok, detail] if self.group.is_main else None)
-        row = Row(epoch, seq, what, ok, detail, compared)
-        self.rows.append(row)
-        if self.on_row is not None:
-            self.on_row(row)
-        if not ok and self.stop_at_first:
-            raise Mismatch(row)
-
-    def metrics(self, epoch: str, seq: int, what: str, redone: tuple[float, float],
-                logged: tuple[float, float], origin: str, evaluation: bool = False) -> None:
-        """(loss, accuracy) pairs, re-executed from the snapshot ``origin`` names; an
-        ``evaluation``'s under the evaluations' standard."""
-        (loss, acc), (logged_loss, logged_acc) = redone, logged
-        if (self.eval_standard if evaluation else self.standard) == "exact":
-            ok = loss == logged_loss and acc == logged_acc
-            detail = "equal" if ok else (f"re-executed {origin}: loss {loss!r} acc {acc!r}; "
-                                         f"logged loss {logged_loss!r} acc {logged_acc!r}")
-        else:
-            d_loss = abs(loss - logged_loss) / max(abs(logged_loss), 1e-12)
-            d_acc = abs(acc - logged_acc)
-            ok = d_loss <= TOLERANCES["loss_rel"] and d_acc <= TOLERANCES["acc_points"]
-            detail = f"loss differs by {d_loss:.2%}, acc by {d_acc:.2f} points ({origin})"
-        self.row(epoch, seq, what, ok, detail)
-
-    def accuracy(self, epoch: str, seq: int, what: str, redone: float, logged: float) -> None:
-        """A final test accuracy (an evaluation) of a run that logged no test loss."""
-        if self.eval_standard == "exact":
-            ok = redone == logged
-            detail = "equal" if ok else f"re-executed {redone!r}, logged {logged!r}"
-        else:
-            ok = abs(redone - logged) <= TOLERANCES["acc_points"]
-            detail = f"differs by {abs(redone - logged):.2f} points"
-        self.row(epoch, seq, what, ok, detail)
-
-    def snapshot(self, epoch: str, snap: Snap | None, trainer: Trainer, store: SnapshotStore,
-                 arch: str, what: str = "epoch snapshot") -> None:
-        """The re-executed tensors of a net of ``arch`` (as logged) against the snapshot ``snap``
-        names: its digest (exact) or the largest relative difference per tensor (tolerant). A
-        pruned one is listed, not compared (the metrics were)."""
-        if snap is None or not snap.kept:
-            if snap is not None:
-                self.row(epoch, snap.seq, what, True, "not kept (pruned by retention)",
-                         compared=False)
-            return
-        ev = snap.event
-        tensors = trainer.state_tensors()
-        if self.standard == "exact":
-            meta = steps.snapshot_metadata(trainer, arch, ev.epoch, ev.step, ev.label)
-            ok = _sha256(snapshot_bytes(tensors, meta)) == ev.digest
-            detail = "digest equal" if ok else "digest differs (" + _describe_difference(
-                tensors, store.get(ev.digest).tensors) + ")"
-        else:
-            worst, name = _largest_difference(tensors, store.get(ev.digest).tensors)
-            ok = worst <= TOLERANCES["weight_rel"]
-            detail = f"largest difference {worst:.2e} of the tensor's scale ({name})"
-        self.row(epoch, snap.seq, what, ok, detail)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _largest_difference(redone: Mapping[str, torch.Tensor],
-                        stored: Mapping[str, torch.Tensor]) -> tuple[float, str]:
-    """(max |a − b| / max |b| over tensors, its name); inf when names, shapes or dtypes differ."""
-    if set(redone) != set(stored):
-        extra = sorted(set(redone) ^ set(stored))
-        return float("inf"), f"tensors differ: {', '.join(extra[:3])}"
-    worst, name = 0.0, "none"
-    for key, a in redone.items():
-        b = stored[key]
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return float("inf"), f"{key}: {tuple(a.shape)} {a.dtype} vs {tuple(b.shape)} {b.dtype}"
-        a64, b64 = a.detach().cpu().double(), b.double()
-        scale = b64.abs().max().item() if b64.numel() else 0.0
-        diff = (a64 - b64).abs().max().item() if b64.numel() else 0.0
-        rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
-        if rel > worst:
-            worst, name = rel, key
-    return worst, name
-
-
-def _describe_difference(redone: Mapping[str, torch.Tensor],
-                         stored: Mapping[str, torch.Tensor]) -> str:
-    worst, name = _largest_difference(redone, stored)
-    if worst == 0.0:
-        return "the tensors are equal, the metadata is not"
-    return f"largest difference {worst:.2e} of the tensor's scale, in {name}"
-
-
-TABLE_HEADER = f"{'epoch':>6}  {'seq':>5}  {'compared':<34}  result"
-
-
-def format_row(row: Row) -> str:
-    """One row of the table under :data:`TABLE_HEADER`."""
-    verdict = "not compared" if not row.compared else "ok" if row.ok else "MISMATCH"
-    return f"{row.epoch:>6}  {row.seq:>5}  {row.what:<34}  {verdict}: {row.detail}"
