@@ -33,6 +33,7 @@ from autogrow.engine.device import Execution, hardware, make_deterministic, reso
 from autogrow.engine.distributed import SINGLE, Dist, barrier, broadcast_json, gather_strings
 from autogrow.engine.preemption import EVALUATION, StopControl, Suspended
 from autogrow.engine.progress import EpochProgress
+from autogrow.engine.relaunch import CONFIG_NAME, fresh, relaunch_plan
 from autogrow.engine.trainer import EVAL_BUFFERS, Trainer
 from autogrow.events import (
     BlockAdded,
@@ -51,12 +52,10 @@ from autogrow.events import (
 from autogrow.policies import GrowthState, Phase, apply, base_state, due, fold
 from autogrow.replay import decode_record, live_events, state_of
 from autogrow.replay.retention import growth_snapshots, prune_snapshots
-from autogrow.storage import EventLog, LogMissing, SnapshotStore, StorageError
+from autogrow.storage import EventLog, SnapshotStore
 from autogrow.storage.layout import PROGRESS_PREFIX, section
 
 log = structlog.get_logger("autogrow")
-
-CONFIG_NAME = "config.toml"
 
 
 class RunError(RuntimeError):
@@ -111,36 +110,12 @@ def software_versions(execution: Execution, group: Dist = SINGLE) -> dict[str, A
 
 
 def check_new_run_dir(run_dir: Path) -> None:
-    """A new run needs a fresh directory (:func:`_fresh`): never write into someone else's files."""
-    if not _fresh(run_dir):
+    """A new run needs a :func:`~autogrow.engine.relaunch.fresh` directory: never write into
+    someone else's files."""
+    if not fresh(run_dir):
         raise RunError(f"run directory {run_dir} is not empty; pick a new --run-dir "
                        "(or `autogrow resume` it if it is a run, or relaunch with "
                        "--resume-if-exists)")
-
-
-def _fresh(run_dir: Path) -> bool:
-    """Missing, empty, or left by a launch killed before its first event: a new run may start
-    there."""
-    if not run_dir.exists():
-        return True
-    if not run_dir.is_dir():
-        return False
-    return not any(run_dir.iterdir()) or _unstarted(run_dir)
-
-
-def _unstarted(run_dir: Path) -> bool:
-    """A run directory whose log holds no complete record and that has nothing else of value:
-    what a launch killed between creating the log and appending ``run_started`` leaves."""
-    allowed = {"events.jsonl", ".lock", CONFIG_NAME}
-    names = {p.name for p in run_dir.iterdir()}
-    if "events.jsonl" not in names or not names <= allowed | {
-            n for n in names if n.startswith("events.jsonl.torn-")}:
-        return False
-    try:
-        with EventLog.open(run_dir, readonly=True) as event_log:
-            return len(event_log) == 0
-    except StorageError:
-        return False
 
 
 def load_data(config: RunConfig, execution: Execution, workers: int | str = "auto") -> DataSplits:
@@ -664,7 +639,7 @@ def relaunch_action(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE
     them, and nothing is touched. This makes the same command safe to relaunch (job scripts,
     ``torchrun --max-restarts``, a requeue)."""
     run_dir = Path(run_dir)
-    plan = broadcast_json(group, _relaunch_plan(run_dir, config) if group.is_main else None)
+    plan = broadcast_json(group, relaunch_plan(run_dir, config) if group.is_main else None)
     if "error" in plan:
         raise RunError(plan["error"])
     return plan["action"]
@@ -674,37 +649,6 @@ def finished_result(run_dir: str | Path) -> RunResult:
     """The result of a finished run, read from its log."""
     with EventLog.open(run_dir, readonly=True) as event_log:
         return result_of(Path(run_dir), state_of(event_log.records))
-
-
-def _relaunch_plan(run_dir: Path, config: RunConfig) -> dict[str, str]:
-    """What ``--resume-if-exists`` does with ``run_dir``: start, resume, report, or refuse."""
-    if _fresh(run_dir):
-        return {"action": "start"}
-    try:
-        with EventLog.open(run_dir, readonly=True) as event_log:
-            records = event_log.records
-        first = decode_record(records[0])
-        if not isinstance(first, RunStarted):
-            return {"error": f"{run_dir}: the log does not begin with run_started"}
-        stored = RunConfig.from_mapping(dict(first.config)).to_dict()
-        state = state_of(records)
-    except LogMissing:
-        return {"error": f"run directory {run_dir} is not empty and holds no run; "
-                         "pick a new --run-dir"}
-    except Exception as err:  # noqa: BLE001 - every rank must hear about it, not only rank 0
-        return {"error": f"{run_dir}: {err}".splitlines()[0]}
-    wanted = config.to_dict()
-    if config.threads == 0:  # "torch's default" was resolved to a number when the run started
-        wanted["threads"] = stored["threads"]
-    differ = [k for k in wanted if wanted[k] != stored.get(k)]
-    if differ:
-        changes = ", ".join(f"{k} (run: {stored.get(k)!r}, now: {wanted[k]!r})" for k in differ)
-        return {"error": f"{run_dir} holds a run started with other settings: {changes}; "
-                         "nothing was changed — relaunch with the run's settings, "
-                         f"`autogrow fork` it, or pick a new --run-dir"}
-    if state.phase is Phase.FINISHED:
-        return {"action": "finished"}
-    return {"action": "resume"}
 
 
 def grow(config: RunConfig, run_dir: str | Path | None = None) -> RunResult:
