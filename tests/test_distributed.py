@@ -89,6 +89,17 @@ def ddp_run(tmp_path_factory) -> tuple[Path, Path]:
     return run_dir, digests
 
 
+def _relaunch_to_the_uninterrupted_end(command: list[str], run_dir: Path, whole: Path) -> None:
+    """Relaunch ``command`` under torchrun 2: it finishes the suspended run with the
+    uninterrupted run's log and weights, and the result verifies."""
+    again = _torchrun(2, *command)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    assert comparable(run_dir) == comparable(whole)
+    assert _final_digest(run_dir) == _final_digest(whole)
+    assert verify_run(run_dir).ok
+
+
 def _final_digest(run_dir: Path) -> str:
     return [e for e in _events(run_dir) if e.TYPE == "run_finished"][-1].weights_digest
 
@@ -169,12 +180,7 @@ def test_sigterm_to_torchrun_suspends_both_ranks_at_one_step_and_relaunch_finish
     assert len(stops) == 2 and all("step=6" in ln and "epoch=1" in ln for ln in stops), out
     _wait_for_no_workers(proc)
 
-    again = _torchrun(2, *command)
-    out, _ = again.communicate(timeout=600)
-    assert again.returncode == 0, out
-    assert _final_digest(run_dir) == _final_digest(ddp_run[0])
-    assert comparable(run_dir) == comparable(ddp_run[0])
-    assert verify_run(run_dir).ok
+    _relaunch_to_the_uninterrupted_end(command, run_dir, ddp_run[0])
 
 
 def test_torchrun_max_restarts_with_resume_if_exists_survives_a_worker_crash(ddp_run, tmp_path):
@@ -313,9 +319,4 @@ def test_suspends_at_an_epochs_last_step_and_before_the_final_evaluation_resume_
     assert not any(r.type == "run_finished" for r in records)
     _wait_for_no_workers(proc)
 
-    again = _torchrun(2, *command)
-    out, _ = again.communicate(timeout=600)
-    assert again.returncode == 0, out
-    assert comparable(run_dir) == comparable(ddp_run[0])
-    assert _final_digest(run_dir) == _final_digest(ddp_run[0])
-    assert verify_run(run_dir).ok
+    _relaunch_to_the_uninterrupted_end(command, run_dir, ddp_run[0])
