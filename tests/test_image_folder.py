@@ -260,15 +260,22 @@ def test_sigkill_of_the_main_process_alone_then_an_immediate_resume_is_bit_exact
     assert verify_run(run_dir).ok
 
 
-def test_torchrun_two_processes_on_a_folder_and_a_kill_resume_to_the_same_weights(folder, tmp_path):
-    flags = ["--finetune-epochs", "1", "--workers", "1"]
-    whole = tmp_path / "whole"
-    proc = _torchrun(2, *_grow_flags(folder, whole), *flags)
+TORCHRUN_FLAGS = ["--finetune-epochs", "1", "--workers", "1"]
+
+
+@pytest.fixture(scope="module")
+def folder_ddp_run(folder, tmp_path_factory) -> Path:
+    """An uninterrupted two-process run on the folder, with loader workers."""
+    whole = tmp_path_factory.mktemp("folder-ddp") / "whole"
+    proc = _torchrun(2, *_grow_flags(folder, whole), *TORCHRUN_FLAGS)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
-    # DDP's gradient buckets match the channels_last gradients, before and after each growth
-    # (the NCHW-guarded shortcut conv of this narrow net warned on every rank: issue 21)
-    assert "Grad strides do not match" not in out
+    return whole
+
+
+def test_torchrun_two_processes_on_a_folder_and_a_kill_resume_to_the_same_weights(
+        folder, folder_ddp_run, tmp_path):
+    flags, whole = TORCHRUN_FLAGS, folder_ddp_run
     assert sum(isinstance(e, BlockAdded) for e in _events(whole)) >= 1
     assert verify_run(whole).ok
 
@@ -286,6 +293,46 @@ def test_torchrun_two_processes_on_a_folder_and_a_kill_resume_to_the_same_weight
     assert _final_digest(killed) == _final_digest(whole)
     assert verify_run(killed).ok
 
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (torchrun's: its ranks' main processes)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _rank(pid: int) -> str:
+    """The torchrun rank of process ``pid`` (its RANK environment variable)."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next(kv[5:].decode() for kv in environ if kv.startswith(b"RANK="))
+
+
+def test_torchrun_restarts_the_group_after_rank_0s_main_process_alone_is_killed(
+        folder, folder_ddp_run, tmp_path):
+    """torchrun --max-restarts 1 on a folder with loader workers: SIGKILL of rank 0's main
+    process only (its worker lives on for a while). The agent restarts both ranks, the same
+    command resumes the run (rank 0 takes the lock at once) and it ends with the uninterrupted
+    two-process run's weights (issue 21, item 3)."""
+    run_dir = tmp_path / "restarted"
+    proc = _torchrun(2, *_grow_flags(folder, run_dir), *TORCHRUN_FLAGS, "--resume-if-exists",
+                     max_restarts=1, env_extra={"AUTOGROW_TEST_PAUSE_AT_STEP": str(STEPS + 2),
+                                                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
+    try:
+        _wait_for_markers(proc, 2)
+        rank0, = (p for p in _children(proc.pid) if _rank(p) == "0")
+        assert _descendants(rank0), "rank 0 has no loader worker"
+        os.kill(rank0, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        _kill_everything(proc)
+    assert proc.returncode == 0, out
+    assert any(e.TYPE == "run_resumed" for e in _events(run_dir))
+    assert _final_digest(run_dir) == _final_digest(folder_ddp_run)
+    assert verify_run(run_dir).ok
 
 
 def test_gpu_runs_get_pixels_that_normalise_to_the_cpu_runs_input(folder):
