@@ -602,8 +602,19 @@ def _configure_logging() -> None:
                     structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())],
         # one write per line: the ranks of a torchrun job share a stream, and a line written in
         # two parts (print: text, then newline) could be split by another rank's line
-        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(_Stderr()),
     )
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is logged, not when logging was configured: a
+    caller (pytest's capture, an embedding program) may replace and close the stream between."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
