@@ -257,6 +257,8 @@ def test_the_largest_difference_is_relative_to_each_tensors_scale():
     redone = dict(stored, a=_t(1.5, -4.0), b=_t(10.0, 10.0))       # 0.5/4 and 10/20
     assert _largest_difference(redone, stored) == (0.5, "b")
     assert _largest_difference(dict(stored, c=_t(0.0, 1e-30)), stored) == (math.inf, "c")
+    small = {"s": _t(0.5, 0.25)}  # a scale below 1 divides too
+    assert _largest_difference({"s": _t(0.5, 0.375)}, small) == (0.25, "s")
 
 
 def test_the_comparison_is_in_double_precision():
