@@ -26,8 +26,9 @@ demo: install data
 test: install data
 	$(PY) -m pytest -q
 
-# Mutation testing of the audit's core modules against their fast tests (pyproject [tool.mutmut]);
-# not part of `make test` (about 20 minutes on 2 cores). Resumable: rerun to continue.
+# Mutation testing of the audit's core modules, preemption, retention, re-execution's comparisons
+# and the relaunch plan against their fast in-process tests (pyproject [tool.mutmut]); not part of
+# `make test` (about 75 minutes on 2 cores shared with other jobs). Resumable: rerun to continue.
 MUTATE_SMOKE := .pytest_cache/mutate-smoke-run
 mutate: install data
 	rm -rf $(MUTATE_SMOKE)
