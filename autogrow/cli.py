@@ -495,7 +495,8 @@ def _print_verify(report: Any) -> bool:
 def _print_reexecution(args: argparse.Namespace, group: Any, the_plan: Any) -> bool:
     """Re-execute (every rank), print the table as it goes (rank 0); True if all compared equal
     (or within the tolerant standard)."""
-    from autogrow.engine.reexecute import TABLE_HEADER, format_row, reexecute
+    from autogrow.engine.compare import TABLE_HEADER, format_row
+    from autogrow.engine.reexecute import reexecute
     show = group.is_main
     count = None if args.reexecute == "all" else args.reexecute
 
@@ -633,14 +634,14 @@ def _disk_full(err: BaseException, args: argparse.Namespace) -> str | None:
     """The one-line message when ``err`` (or what caused it) is a full file system or disk
     quota, else None. The storage layer's DiskFull carries its own; any other ENOSPC/EDQUOT
     (a config file, TensorBoard, a cache) is named by its file and this command's run."""
-    from autogrow.storage import DISK_FULL_ERRNOS, DiskFull, disk_full_message
+    from autogrow.storage import DiskFull, disk_full_message, is_disk_full
     seen: set[int] = set()
     cause: BaseException | None = err
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         if isinstance(cause, DiskFull):
             return str(cause).splitlines()[0]
-        if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
+        if is_disk_full(cause):
             run_dir = getattr(args, "new_run_dir", None) or getattr(args, "run_dir", None)
             return disk_full_message(cause, cause.filename, run_dir)[0]
         cause = cause.__cause__ or cause.__context__

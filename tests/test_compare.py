@@ -214,15 +214,13 @@ def test_the_tolerant_standard_needs_a_loss_logged_as_zero_to_stay_near_zero():
 def test_evaluations_follow_their_own_standard_and_training_does_not():
     """What ``reexecute`` sets for an old multi-process run: evaluations tolerant, training
     (and weights) still exact."""
-    compare = Comparer("exact", None, stop_at_first=False)
-    compare.eval_standard = "tolerant"
+    compare = Comparer("exact", None, stop_at_first=False, eval_standard="tolerant")
     near = ((50.1, 60.5), (50.0, 60.0))
     compare.metrics("1", 3, "val loss, acc", *near, "o", evaluation=True)
     compare.metrics("1", 3, "train loss, acc", *near, "o")
     compare.accuracy("final", 9, "test acc", 60.5, 60.0)
     assert _verdicts(compare) == [True, False, True]
-    tolerant = Comparer("tolerant", None, stop_at_first=False)
-    tolerant.eval_standard = "exact"
+    tolerant = Comparer("tolerant", None, stop_at_first=False, eval_standard="exact")
     tolerant.metrics("1", 3, "val loss, acc", *near, "o", evaluation=True)
     tolerant.metrics("1", 3, "train loss, acc", *near, "o")
     assert _verdicts(tolerant) == [False, True]

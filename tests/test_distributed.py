@@ -31,8 +31,8 @@ def _torchrun(nproc: int, *args: str, env_extra: dict[str, str] | None = None,
                             stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def _descendants(pid: int) -> list[int]:
-    """All processes below ``pid`` (torchrun starts its workers in sessions of their own)."""
+def _children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, from /proc."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -40,6 +40,12 @@ def _descendants(pid: int) -> list[int]:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return children
+
+
+def _descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (torchrun starts its workers in sessions of their own)."""
+    children = _children_by_parent()
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -265,13 +271,14 @@ def test_a_two_process_run_reexecutes_under_torchrun_and_not_in_one_process(ddp_
 
 
 def _rank_pid(proc: subprocess.Popen, rank: int) -> int:
-    """The pid of the worker torchrun started as ``rank``."""
-    for pid in _descendants(proc.pid):
+    """The pid of the main process torchrun started as ``rank`` (one of its own children: a
+    rank's loader workers below it share its environment and command line)."""
+    for pid in _children_by_parent().get(proc.pid, []):
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"RANK={rank}".encode() in environ and "autogrow" in _cmdline(pid):
+        if f"RANK={rank}".encode() in environ:
             return pid
     raise AssertionError(f"no worker of rank {rank} under torchrun {proc.pid}")
 

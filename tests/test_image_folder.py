@@ -25,6 +25,7 @@ from tests.test_distributed import (
     _descendants,
     _final_digest,
     _kill_everything,
+    _rank_pid,
     _torchrun,
     _wait_for_markers,
     _wait_for_no_workers,
@@ -295,22 +296,6 @@ def test_torchrun_two_processes_on_a_folder_and_a_kill_resume_to_the_same_weight
 
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (torchrun's: its ranks' main processes)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            if stat.read_text().rsplit(")", 1)[1].split()[1] == str(pid):
-                found.append(int(stat.parent.name))
-    return found
-
-
-def _rank(pid: int) -> str:
-    """The torchrun rank of process ``pid`` (its RANK environment variable)."""
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return next(kv[5:].decode() for kv in environ if kv.startswith(b"RANK="))
-
-
 def test_torchrun_restarts_the_group_after_rank_0s_main_process_alone_is_killed(
         folder, folder_ddp_run, tmp_path):
     """torchrun --max-restarts 1 on a folder with loader workers: SIGKILL of rank 0's main
@@ -323,7 +308,7 @@ def test_torchrun_restarts_the_group_after_rank_0s_main_process_alone_is_killed(
                                                 "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
     try:
         _wait_for_markers(proc, 2)
-        rank0, = (p for p in _children(proc.pid) if _rank(p) == "0")
+        rank0 = _rank_pid(proc, 0)
         assert _descendants(rank0), "rank 0 has no loader worker"
         os.kill(rank0, signal.SIGKILL)
         out, _ = proc.communicate(timeout=600)

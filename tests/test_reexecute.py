@@ -15,8 +15,8 @@ import attrs
 import pytest
 
 from autogrow.config import RunConfig
-from autogrow.engine.reexecute import (Comparer, Row, choose_standard, legacy_evaluations, plan,
-                                       reexecute)
+from autogrow.engine.compare import Row, choose_standard
+from autogrow.engine.reexecute import plan, reexecute
 from autogrow.engine.run import load_data, prepare_execution, trainer_for
 from autogrow.engine import steps
 from autogrow.replay.verify import verify_run
@@ -247,18 +247,3 @@ def test_a_run_finished_logged_before_the_test_loss_is_compared_by_accuracy(
     failure = _first_failure(forge(smoke_run, log, tmp_path / "old-forged"), 1)
     assert (failure.seq, failure.what) == (finish + 1, "test acc")
 
-
-def test_evaluations_of_older_multi_process_runs_are_compared_tolerantly_and_say_why():
-    """A run of several processes made before every evaluation used rank 0's buffers logged
-    numbers no snapshot can reproduce exactly: its evaluations (not its training, not its
-    weights) are compared tolerantly, with the reason."""
-    assert legacy_evaluations({"processes": 1}) == ""
-    assert legacy_evaluations({"processes": 2, "eval_buffers": "rank0"}) == ""
-    why = legacy_evaluations({"processes": 2})
-    assert "2 processes" in why and "rank 0's BatchNorm statistics" in why
-    compare = Comparer("exact", None, stop_at_first=False)
-    compare.eval_standard = "tolerant"
-    compare.metrics("3", 10, "val loss, acc", (1.0, 50.0), (1.001, 50.2), "here", evaluation=True)
-    compare.metrics("3", 10, "train loss, acc", (1.0, 50.0), (1.001, 50.0), "here")
-    compare.accuracy("final", 20, "test acc", 50.0, 50.2)
-    assert [r.ok for r in compare.rows] == [True, False, True]

@@ -98,10 +98,13 @@ class Comparer:
     """Compares re-executed values with logged ones under one standard and collects rows."""
 
     def __init__(self, standard: str, on_row: Callable[[Row], None] | None,
-                 stop_at_first: bool, group: Dist = SINGLE) -> None:
+                 stop_at_first: bool, group: Dist = SINGLE, *,
+                 eval_standard: str | None = None) -> None:
         self.group = group
         self.standard = standard
-        self.eval_standard = standard  # for evaluations (validation, test); see reexecute()
+        # for evaluations (validation, test): tolerant for runs whose evaluations no snapshot
+        # can reproduce (see legacy_evaluations), else the standard
+        self.eval_standard = eval_standard or standard
         self.on_row = on_row
         self.stop_at_first = stop_at_first
         self.rows: list[Row] = []

@@ -157,10 +157,19 @@ def hold_rank0_buffers(group: Dist, module: torch.nn.Module) -> None:
     0's at the start of the next training forward, so until then the ranks differ. Snapshots
     hold rank 0's tensors, so an evaluation on any other buffers would log numbers no snapshot
     can reproduce (a resume or a re-execution would get others). Training is unchanged: DDP
-    would have copied the same values at its next step."""
-    if group.enabled:
-        for buf in module.buffers():
-            dist.broadcast(buf, src=0)
+    would have copied the same values at its next step. One broadcast per dtype, not one per
+    buffer (a deep net has hundreds): every rank holds the same net, so the same buffers in the
+    same order."""
+    if not group.enabled:
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for buf in module.buffers():
+        by_dtype.setdefault(buf.dtype, []).append(buf)
+    for bufs in by_dtype.values():
+        flat = torch.cat([buf.reshape(-1) for buf in bufs])
+        dist.broadcast(flat, src=0)
+        for buf, part in zip(bufs, flat.split([buf.numel() for buf in bufs])):
+            buf.copy_(part.view_as(buf))
 
 
 def all_reduce_sum(group: Dist, *tensors: torch.Tensor) -> None:

@@ -24,16 +24,7 @@ import attrs
 from autogrow.blocks import weights_digest
 from autogrow.config import RunConfig
 from autogrow.engine import steps
-# The comparisons live in engine.compare; TABLE_HEADER and format_row are re-exported for the CLI.
-from autogrow.engine.compare import (  # noqa: F401
-    TABLE_HEADER,
-    Comparer,
-    Mismatch,
-    Row,
-    choose_standard,
-    format_row,
-    legacy_evaluations,
-)
+from autogrow.engine.compare import Comparer, Mismatch, Row, choose_standard, legacy_evaluations
 from autogrow.engine.data import DataSplits
 from autogrow.engine.device import Execution
 from autogrow.engine.distributed import SINGLE, Dist, barrier
@@ -183,11 +174,12 @@ def reexecute(run_dir: Path, count: int | None = None, *, standard: str = "auto"
     execution = prepare_execution(config)
     standard, why = choose_standard(standard, started.versions,
                                     software_versions(execution, group))
-    compare = Comparer(standard, on_row, stop_at_first, group)
     legacy = legacy_evaluations(started.versions)
+    eval_standard = standard
     if legacy and standard == "exact":
-        compare.eval_standard = "tolerant"
+        eval_standard = "tolerant"
         why += f"; its evaluations are compared tolerantly: {legacy}"
+    compare = Comparer(standard, on_row, stop_at_first, group, eval_standard=eval_standard)
     store = SnapshotStore(run_dir)
     data = load_data(config, execution)
     chosen = the_plan.choose(count)

@@ -20,14 +20,13 @@ from .errors import (
     SnapshotMissing,
     StorageError,
 )
-from ._fs import DISK_FULL_ERRNOS, TEST_MARKER, announce_test_pause, disk_full_message
+from ._fs import TEST_MARKER, announce_test_pause, disk_full_message, is_disk_full
 from .log import GENESIS_HASH, EventLog, LogRecord, TornTail, canonical_json
 
 if TYPE_CHECKING:
     from .snapshots import Snapshot, SnapshotStore, snapshot_bytes
 
 __all__ = [
-    "DISK_FULL_ERRNOS",
     "DiskFull",
     "GENESIS_HASH",
     "EventLog",
@@ -48,6 +47,7 @@ __all__ = [
     "announce_test_pause",
     "canonical_json",
     "disk_full_message",
+    "is_disk_full",
     "snapshot_bytes",
 ]
 
