@@ -44,6 +44,7 @@ from autogrow.policies.settings import METRICS, POLICIES
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+log = structlog.get_logger("autogrow")
 
 _HELP = {
     "family": "network family to grow",
@@ -137,9 +138,13 @@ def _add_launch_flags(parser: argparse.ArgumentParser, *, relaunch: bool) -> Non
                             f"{','.join(STOP_SIGNALS)}; '' = none (default TERM,INT,USR1)")
     group.add_argument("--time-limit", metavar="DURATION",
                        help="suspend the same way before this much wall time has passed, e.g. "
-                            "3h50m, 90m, 1:30:00 (also SLURM_JOB_END_TIME when set; default none)")
+                            "3h50m, 90m, 1:30:00; inside a SLURM job also the job's end "
+                            "(SLURM_JOB_END_TIME, else squeue), whichever is first (default none)")
     group.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=None,
-                       help="after a suspend, `scontrol requeue $SLURM_JOB_ID` (SLURM)")
+                       help="after a suspend by USR1 (SLURM's --signal=USR1@N) or the time budget, "
+                            "`scontrol requeue` this job (an array task by its own "
+                            "ARRAYJOB_TASK id); never after SIGTERM, which is what scancel and "
+                            "a preemption send (SLURM requeues a preempted job itself)")
     group.add_argument("--log-every", type=float, metavar="SECONDS",
                        help="seconds between progress lines when stderr is not a terminal "
                             "(default 60; 0 = every step)")
@@ -332,6 +337,10 @@ def _drive(launch: LaunchOptions, device: str, body: Callable[[Any, Any], Any]) 
     from autogrow.engine.run import Controls
     stop = StopControl.for_launch(launch.stop_signals, launch.time_limit, _STARTED)
     with _process_group(device) as group:
+        if group.is_main and stop.budget:
+            ends = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stop.deadline))
+                    if stop.deadline is not None else "never")
+            log.info("time budget", ends=ends, source=stop.budget)
         try:
             body(group, Controls(stop=stop, log_every=launch.log_every, workers=launch.workers,
                           tensorboard=launch.tensorboard))
@@ -341,7 +350,7 @@ def _drive(launch: LaunchOptions, device: str, body: Callable[[Any, Any], Any]) 
                       f"(with --resume-if-exists) or `autogrow resume RUN` to continue",
                       file=sys.stderr)
                 if launch.requeue:
-                    done, message = requeue()
+                    done, message = requeue(suspended.reason)
                     print(f"autogrow: {message}", file=sys.stderr)
             return EXIT_RESUMABLE
     return 0

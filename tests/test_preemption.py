@@ -112,9 +112,9 @@ def test_slurm_end_time_suspends_and_requeue_calls_scontrol(tmp_path):
 
 
 def test_requeue_explains_what_is_missing(tmp_path):
-    done, message = requeue({"PATH": str(tmp_path)})
+    done, message = requeue("USR1", {"PATH": str(tmp_path)})
     assert not done and "SLURM_JOB_ID is not set" in message
-    done, message = requeue({"SLURM_JOB_ID": "7", "PATH": str(tmp_path)})
+    done, message = requeue("USR1", {"SLURM_JOB_ID": "7", "PATH": str(tmp_path)})
     assert not done and "scontrol is not on PATH" in message and "7" in message
 
 

@@ -13,6 +13,7 @@ import signal
 import stat
 import threading
 import types
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,11 @@ from autogrow.engine.preemption import (
     RESERVE_FLOOR,
     StopControl,
     Suspended,
+    job_end,
     requeue,
     slurm_end_time,
+    slurm_job,
+    squeue_end_time,
 )
 from autogrow.storage._fs import TEST_MARKER
 
@@ -297,21 +301,58 @@ def test_the_evaluation_pause_names_its_point(no_pause_env, clock, capfd):
 
 # -- requeue ------------------------------------------------------------------------------------
 
-def _fake_scontrol(bin_dir: Path, code: int, stdout: str = "", stderr: str = "") -> Path:
-    """An ``scontrol`` that records its arguments in ``bin_dir/args`` and exits ``code``."""
+def _fake_slurm(bin_dir: Path, code: int, stdout: str = "", stderr: str = "",
+                name: str = "scontrol") -> Path:
+    """A SLURM command ``name`` that records its arguments in ``bin_dir/args``, prints
+    ``stdout``/``stderr`` and exits ``code``."""
     bin_dir.mkdir(exist_ok=True)
-    exe = bin_dir / "scontrol"
+    exe = bin_dir / name
     exe.write_text(f"#!/bin/sh\necho \"$@\" > '{bin_dir}/args'\n"
                    f"printf '{stdout}'\nprintf '{stderr}' >&2\nexit {code}\n")
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
     return bin_dir / "args"
 
 
-def test_requeue_runs_scontrol_from_the_given_path(tmp_path):
-    args = _fake_scontrol(tmp_path / "bin", 0)
-    done, message = requeue({"SLURM_JOB_ID": " 4242 ", "PATH": str(tmp_path / "bin")})
+@pytest.mark.parametrize("reason", ["USR1", "time"])
+def test_requeue_runs_scontrol_from_the_given_path_when_the_jobs_clock_ran_out(tmp_path, reason):
+    args = _fake_slurm(tmp_path / "bin", 0)
+    done, message = requeue(reason, {"SLURM_JOB_ID": " 4242 ", "PATH": str(tmp_path / "bin")})
     assert (done, message) == (True, "requeued SLURM job 4242 (scontrol requeue 4242)")
     assert args.read_text() == "requeue 4242\n"
+
+
+@pytest.mark.parametrize("reason", ["TERM", "INT"])
+def test_scancel_or_a_preemption_is_never_undone_by_a_requeue(tmp_path, reason):
+    """SIGTERM is scancel's signal and a preemption's (SLURM requeues that itself): the run is
+    saved, the job is not requeued, and scontrol is not even asked."""
+    args = _fake_slurm(tmp_path / "bin", 0)
+    done, message = requeue(reason, {"SLURM_JOB_ID": "4242", "PATH": str(tmp_path / "bin")})
+    assert not done and not args.exists()
+    assert message == (f"--requeue: not requeued after SIG{reason} (scancel or a preemption; "
+                       "SLURM requeues a preempted job itself under PreemptMode=REQUEUE); "
+                       "relaunch the same command or `autogrow resume RUN` to continue")
+
+
+def test_an_array_task_requeues_itself_alone(tmp_path):
+    """Task 7_1 can have JobId 7, the array's own id: `scontrol requeue 7` would requeue (and
+    kill) every task of the array."""
+    args = _fake_slurm(tmp_path / "bin", 0)
+    environ = {"SLURM_JOB_ID": "7", "SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "1",
+               "PATH": str(tmp_path / "bin")}
+    assert requeue("USR1", environ) == (True, "requeued SLURM job 7_1 (scontrol requeue 7_1)")
+    assert args.read_text() == "requeue 7_1\n"
+
+
+@pytest.mark.parametrize("environ, job", [
+    ({}, None),
+    ({"SLURM_JOB_ID": " "}, None),
+    ({"SLURM_JOB_ID": "12"}, "12"),
+    ({"SLURM_JOB_ID": "13", "SLURM_ARRAY_JOB_ID": "12", "SLURM_ARRAY_TASK_ID": "1"}, "12_1"),
+    ({"SLURM_JOB_ID": "13", "SLURM_ARRAY_JOB_ID": "12"}, "13"),      # no task id: the job
+    ({"SLURM_JOB_ID": "13", "SLURM_ARRAY_TASK_ID": "1"}, "13"),      # no array id: the job
+])
+def test_the_job_is_named_by_its_array_task_where_it_is_one(environ, job):
+    assert slurm_job(environ) == job
 
 
 @pytest.mark.parametrize("stdout, stderr, detail", [
@@ -321,18 +362,74 @@ def test_requeue_runs_scontrol_from_the_given_path(tmp_path):
     ("", "", ""),
 ], ids=["stderr", "stdout", "silent"])
 def test_a_failed_requeue_says_how_it_failed(tmp_path, stdout, stderr, detail):
-    _fake_scontrol(tmp_path / "bin", 3, stdout, stderr)
-    done, message = requeue({"SLURM_JOB_ID": "7", "PATH": str(tmp_path / "bin")})
+    _fake_slurm(tmp_path / "bin", 3, stdout, stderr)
+    done, message = requeue("USR1", {"SLURM_JOB_ID": "7", "PATH": str(tmp_path / "bin")})
     assert (done, message) == (False, f"scontrol requeue 7 failed (exit 3{detail})")
 
 
 def test_requeue_outside_slurm_or_without_scontrol_says_what_to_do(tmp_path):
     for environ in ({}, {"SLURM_JOB_ID": "  "}):
-        done, message = requeue(environ)
+        done, message = requeue("USR1", environ)
         assert not done and message == ("--requeue: SLURM_JOB_ID is not set (not inside a SLURM "
                                          "job); relaunch the same command to continue")
     (tmp_path / "empty").mkdir()
-    done, message = requeue({"SLURM_JOB_ID": "9", "PATH": str(tmp_path / "empty")})
+    done, message = requeue("time", {"SLURM_JOB_ID": "9", "PATH": str(tmp_path / "empty")})
     assert not done and message == ("--requeue: scontrol is not on PATH, so job 9 was not "
                                     "requeued; run `scontrol requeue 9` or relaunch the same "
                                     "command")
+
+
+# -- the job's end from squeue (SLURM 22.05 sets no SLURM_JOB_END_TIME) -------------------------
+
+def test_squeue_gives_the_jobs_end_in_local_time(tmp_path):
+    args = _fake_slurm(tmp_path / "bin", 0, "2026-12-07T13:40:05\\n", name="squeue")
+    environ = {"SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "0", "SLURM_JOB_ID": "8",
+               "PATH": str(tmp_path / "bin")}
+    end = datetime(2026, 12, 7, 13, 40, 5).timestamp()
+    assert squeue_end_time("7_0", environ) == (end, "squeue -j 7_0")
+    assert args.read_text() == "-h -j 7_0 -o %e\n"
+    assert job_end(environ) == (end, "squeue -j 7_0")
+    stop = StopControl.for_launch((), 0, 0.0, environ)
+    assert (stop.deadline, stop.budget) == (end, "the SLURM job's end (squeue -j 7_0)")
+
+
+@pytest.mark.parametrize("code, stdout, stderr, why", [
+    (0, "N/A\\n", "", "squeue -j 5 gave no end time (N/A)"),
+    (0, "Unknown\\n", "", "squeue -j 5 gave no end time (Unknown)"),
+    (0, "", "", "squeue -j 5 failed (exit 0)"),
+    (1, "", "slurm_load_jobs error: Invalid job id specified\\n",
+     "squeue -j 5 failed (exit 1: slurm_load_jobs error: Invalid job id specified)"),
+])
+def test_squeue_without_an_end_time_says_why(tmp_path, code, stdout, stderr, why):
+    _fake_slurm(tmp_path / "bin", code, stdout, stderr, name="squeue")
+    environ = {"SLURM_JOB_ID": "5", "PATH": str(tmp_path / "bin")}
+    assert squeue_end_time("5", environ) == (None, why)
+    stop = StopControl.for_launch((), 0, 0.0, environ)
+    assert (stop.deadline, stop.budget) == (None, f"no SLURM job end: {why}")
+    stop = StopControl.for_launch((), 60, 10.0, environ)
+    assert (stop.deadline, stop.budget) == (70.0, f"--time-limit 60 s; no SLURM job end: {why}")
+
+
+def test_squeue_that_hangs_is_given_up(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\nexec sleep 600\n")
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setattr(preemption, "SQUEUE_TIMEOUT", 0.2)
+    assert squeue_end_time("5", {"PATH": str(bin_dir)}) == (
+        None, "squeue -j 5 gave no answer in 0.2 s")
+
+
+def test_the_jobs_end_comes_from_the_environment_first_and_rank_0_alone_asks_squeue(tmp_path):
+    args = _fake_slurm(tmp_path / "bin", 0, "2030-01-01T00:00:00\\n", name="squeue")
+    base = {"SLURM_JOB_ID": "5", "PATH": str(tmp_path / "bin")}
+    assert job_end({**base, "SLURM_JOB_END_TIME": "99"}) == (99.0, "SLURM_JOB_END_TIME")
+    assert job_end({**base, "RANK": "1"}) == (None, "rank 0 asks squeue for the job's end")
+    assert not args.exists()                            # neither asked squeue
+    assert job_end({"PATH": str(tmp_path / "bin")}) == (None, "not inside a SLURM job")
+    assert not args.exists()
+    assert job_end({**base, "RANK": "0"})[1] == "squeue -j 5"
+    assert StopControl.for_launch((), 0, 0.0, {"PATH": str(tmp_path)}).budget == ""
+    (tmp_path / "empty").mkdir()
+    assert job_end({"SLURM_JOB_ID": "5", "PATH": str(tmp_path / "empty")}) == (
+        None, "squeue is not on PATH")

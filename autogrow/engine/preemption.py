@@ -8,6 +8,14 @@ flight is lost. A second SIGINT aborts at once (``KeyboardInterrupt``): the cras
 log and snapshots still hold, so even that run resumes from its last snapshot. The handlers are
 installed only while the run loop runs (``with stop:``); before it a signal ends the process as
 usual, since there is nothing to save yet.
+
+On SLURM (``--requeue``) the run requeues its own job only when the stop came from the job's
+clock: USR1 (what ``--signal=USR1@N`` sends before the time limit) or the time budget. SIGTERM
+and SIGINT also suspend with a snapshot but never requeue: SIGTERM is what ``scancel`` sends (a
+user who cancels a job means it) and what a preemption sends (SLURM requeues a preempted job
+itself under ``PreemptMode=REQUEUE``, so requeueing too would be a second requeue). An array
+task is requeued by its own id, ``<array job>_<task>``, never by its ``SLURM_JOB_ID``, which for
+one task equals the array's id and would requeue every task.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from types import FrameType
 
 import structlog
@@ -30,7 +39,9 @@ from autogrow.storage import announce_test_pause
 log = structlog.get_logger("autogrow")
 
 TIME = "time"  # the reason logged when the time budget, not a signal, stopped the run
-SLURM_END_ENV = "SLURM_JOB_END_TIME"  # the job's projected end, a UNIX time (set by SLURM ≥ 22.05)
+REQUEUE_REASONS = ("USR1", TIME)  # the job's clock ran out: requeue (see the module's docstring)
+SLURM_END_ENV = "SLURM_JOB_END_TIME"  # the job's end, a UNIX time (newer SLURM; not 22.05)
+SQUEUE_TIMEOUT = 30.0  # seconds to wait for squeue before going on without the job's end
 RESERVE_FLOOR = 5.0  # seconds always kept back from a time budget, beyond the measured costs
 PAUSE_AT_STEP_ENV = "AUTOGROW_TEST_PAUSE_AT_STEP"
 PAUSE_RANK_ENV = "AUTOGROW_TEST_PAUSE_RANK"
@@ -49,12 +60,58 @@ class Suspended(Exception):
 
 
 def slurm_end_time(environ: Mapping[str, str] = os.environ) -> float | None:
-    """The SLURM job's projected end (UNIX time) when the environment says, else None."""
+    """The SLURM job's end (UNIX time) when the environment says, else None."""
     raw = environ.get(SLURM_END_ENV, "").strip()
     try:
         return float(raw) if raw else None
     except ValueError:
         return None
+
+
+def slurm_job(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The id that names this very job to ``scontrol`` and ``squeue``: ``<array job>_<task>``
+    for an array task, else ``SLURM_JOB_ID``; None outside SLURM."""
+    array = environ.get("SLURM_ARRAY_JOB_ID", "").strip()
+    task = environ.get("SLURM_ARRAY_TASK_ID", "").strip()
+    if array and task:
+        return f"{array}_{task}"
+    return environ.get("SLURM_JOB_ID", "").strip() or None
+
+
+def squeue_end_time(job: str, environ: Mapping[str, str] = os.environ) -> tuple[float | None, str]:
+    """Ask SLURM for the job's end (``squeue -h -j JOB -o %e``, in local time): (UNIX time or
+    None, where it came from or why there is none, in words)."""
+    exe = shutil.which("squeue", path=environ.get("PATH"))
+    if exe is None:
+        return None, "squeue is not on PATH"
+    try:
+        proc = subprocess.run([exe, "-h", "-j", job, "-o", "%e"], capture_output=True,
+                              text=True, check=False, timeout=SQUEUE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None, f"squeue -j {job} gave no answer in {SQUEUE_TIMEOUT:g} s"
+    words = proc.stdout.split()
+    if proc.returncode != 0 or not words:
+        return None, _failed(f"squeue -j {job}", proc)
+    try:
+        return datetime.fromisoformat(words[0]).timestamp(), f"squeue -j {job}"
+    except ValueError:  # UNLIMITED jobs: "N/A", "Unknown"
+        return None, f"squeue -j {job} gave no end time ({words[0]})"
+
+
+def job_end(environ: Mapping[str, str] = os.environ) -> tuple[float | None, str]:
+    """The SLURM job's end and its source: ``SLURM_JOB_END_TIME`` where SLURM sets it, else
+    (SLURM 22.05 has no such variable) ``squeue``; (None, why) outside a job or when neither
+    says. Only rank 0 asks squeue (RANK unset or 0): one rank that sees the time run out stops
+    every rank, since the ranks agree on the stop with an all-reduce."""
+    end = slurm_end_time(environ)
+    if end is not None:
+        return end, SLURM_END_ENV
+    job = slurm_job(environ)
+    if job is None:
+        return None, "not inside a SLURM job"
+    if environ.get("RANK", "0") != "0":
+        return None, "rank 0 asks squeue for the job's end"
+    return squeue_end_time(job, environ)
 
 
 class StopControl:
@@ -64,9 +121,11 @@ class StopControl:
     snapshot write seen so far, plus :data:`RESERVE_FLOOR` seconds.
     """
 
-    def __init__(self, signals: Iterable[str] = (), deadline: float | None = None) -> None:
+    def __init__(self, signals: Iterable[str] = (), deadline: float | None = None,
+                 budget: str = "") -> None:
         self.signals = tuple(signals)
         self.deadline = deadline  # time.time() seconds
+        self.budget = budget  # where the deadline came from, or why there is none (for the log)
         self.received: str | None = None
         self._interrupts = 0
         self._announced = False
@@ -79,12 +138,18 @@ class StopControl:
     def for_launch(cls, signals: Iterable[str], time_limit: float, started: float,
                    environ: Mapping[str, str] = os.environ) -> StopControl:
         """Stop on ``signals``; a budget of ``time_limit`` seconds from ``started`` (0 = none),
-        or the SLURM job's end, whichever comes first."""
-        deadlines = [started + time_limit] if time_limit > 0 else []
-        end = slurm_end_time(environ)
+        or the SLURM job's end (:func:`job_end`), whichever comes first."""
+        deadlines, sources = [], []
+        if time_limit > 0:
+            deadlines.append(started + time_limit)
+            sources.append(f"--time-limit {time_limit:g} s")
+        end, source = job_end(environ)
         if end is not None:
             deadlines.append(end)
-        return cls(signals, min(deadlines) if deadlines else None)
+            sources.append(f"the SLURM job's end ({source})")
+        elif slurm_job(environ) is not None:
+            sources.append(f"no SLURM job end: {source}")
+        return cls(signals, min(deadlines) if deadlines else None, "; ".join(sources))
 
     # -- signals --------------------------------------------------------------------------------
 
@@ -139,8 +204,10 @@ class StopControl:
         reason = TIME if code == _TIME_CODE else signal.Signals(code).name.removeprefix("SIG")
         if not self._announced:
             self._announced = True
-            log.warning("stop requested", reason=reason,
-                        action="snapshot at this step, then exit %d (resumable)" % EXIT_RESUMABLE)
+            if group.is_main:
+                log.warning("stop requested", reason=reason,
+                            action=f"snapshot at this step, then exit {EXIT_RESUMABLE} "
+                                   "(resumable)")
         return reason
 
     def test_pause(self, point: int | str) -> None:
@@ -171,10 +238,15 @@ def _test_pause_step() -> int | str | None:
     return target if target == EVALUATION else int(target)
 
 
-def requeue(environ: Mapping[str, str] = os.environ) -> tuple[bool, str]:
-    """``scontrol requeue $SLURM_JOB_ID``: (done, what happened, in words)."""
-    job = environ.get("SLURM_JOB_ID", "").strip()
-    if not job:
+def requeue(reason: str, environ: Mapping[str, str] = os.environ) -> tuple[bool, str]:
+    """After a suspend by ``reason``: ``scontrol requeue`` this job (:func:`slurm_job`) when the
+    job's clock ran out (:data:`REQUEUE_REASONS`); (done, what happened, in words)."""
+    if reason not in REQUEUE_REASONS:
+        return False, (f"--requeue: not requeued after SIG{reason} (scancel or a preemption; "
+                       "SLURM requeues a preempted job itself under PreemptMode=REQUEUE); "
+                       "relaunch the same command or `autogrow resume RUN` to continue")
+    job = slurm_job(environ)
+    if job is None:
         return False, ("--requeue: SLURM_JOB_ID is not set (not inside a SLURM job); "
                        "relaunch the same command to continue")
     exe = shutil.which("scontrol", path=environ.get("PATH"))
@@ -183,7 +255,11 @@ def requeue(environ: Mapping[str, str] = os.environ) -> tuple[bool, str]:
                        "run `scontrol requeue " + job + "` or relaunch the same command")
     proc = subprocess.run([exe, "requeue", job], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()[:1]
-        return False, (f"scontrol requeue {job} failed (exit {proc.returncode}"
-                       + (f": {detail[0]}" if detail else "") + ")")
+        return False, _failed(f"scontrol requeue {job}", proc)
     return True, f"requeued SLURM job {job} (scontrol requeue {job})"
+
+
+def _failed(command: str, proc: subprocess.CompletedProcess) -> str:
+    """``command failed (exit N: first line it printed)``."""
+    detail = (proc.stderr or proc.stdout).strip().splitlines()[:1]
+    return f"{command} failed (exit {proc.returncode}" + (f": {detail[0]}" if detail else "") + ")"

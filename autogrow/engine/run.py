@@ -322,8 +322,9 @@ class Run:
             self.snapshot("suspend", step, sums())
         event = RunSuspended(signal=reason, epoch=st.epoch, step=step) if self.group.is_main else None
         self.append(event)
-        log.warning("run suspended", reason=reason, epoch=st.epoch, step=step,
-                    run_dir=str(self.run_dir))
+        if self.group.is_main:
+            log.warning("run suspended", reason=reason, epoch=st.epoch, step=step,
+                        run_dir=str(self.run_dir))
         raise Suspended(reason, st.epoch, step)
 
     def _grow(self, event: BlockAdded) -> None:
