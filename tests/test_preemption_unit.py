@@ -246,6 +246,16 @@ def test_the_stop_is_announced_once_with_what_happens_next():
                      "action": f"snapshot at this step, then exit {EXIT_RESUMABLE} (resumable)"}]
 
 
+def test_only_rank_0_announces_the_stop(monkeypatch):
+    """A job log holds one `stop requested` line, not one per rank."""
+    monkeypatch.setattr(preemption, "all_reduce_max", lambda group, value: value)
+    stop = StopControl(("TERM",))
+    _deliver(stop, signal.SIGTERM)
+    with structlog.testing.capture_logs() as logs:
+        assert stop.poll(Dist(rank=1, world_size=2)) == "TERM"
+    assert logs == []
+
+
 # -- the test pause hook ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("env, point", [
