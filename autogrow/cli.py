@@ -40,11 +40,14 @@ from autogrow.config import (
     resolve_config,
     resolve_launch,
 )
+from autogrow.errors import InputError
 from autogrow.policies.settings import METRICS, POLICIES
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 log = structlog.get_logger("autogrow")
+BUG_NOTE = ("autogrow: internal error: this is a bug in autogrow, not in your input; the "
+            "traceback follows (please report it with the command that ran)")
 
 _HELP = {
     "family": "network family to grow",
@@ -406,13 +409,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{cell.index}\t{cell.name}")
         return 0
     if args.out is None:
-        raise ValueError("sweep needs --out DIR (the directory of its runs) unless --list")
+        raise InputError("sweep needs --out DIR (the directory of its runs) unless --list")
     if args.jobs < 1 or args.threads < 0:
-        raise ValueError("--jobs must be >= 1 and --threads >= 0")
+        raise InputError("--jobs must be >= 1 and --threads >= 0")
     launch = _launch(args)
     if args.cell is not None:
         if not 0 <= args.cell < len(spec.cells):
-            raise ValueError(f"--cell {args.cell}: the spec has cells 0..{len(spec.cells) - 1} "
+            raise InputError(f"--cell {args.cell}: the spec has cells 0..{len(spec.cells) - 1} "
                              "(see --list)")
         cell = spec.cells[args.cell]
         status = sw.cell_status(spec, cell, args.out)  # refuses a run with other settings
@@ -471,7 +474,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from autogrow.replay.verify import verify_run
     reexecute = args.reexecute is not None
     if launched_by_torchrun() and not reexecute:
-        raise ValueError("verify runs in one process; torchrun is only for --reexecute of a run "
+        raise InputError("verify runs in one process; torchrun is only for --reexecute of a run "
                          "made by several processes")
     if not reexecute:
         return 0 if _print_verify(verify_run(args.run_dir)) else 1
@@ -550,13 +553,13 @@ def _snapshot_keep(run_dir: Path) -> int:
 def cmd_fork(args: argparse.Namespace) -> int:
     from autogrow.engine.distributed import launched_by_torchrun
     if launched_by_torchrun():
-        raise ValueError("fork runs in one process; fork first, then `torchrun … -m autogrow "
+        raise InputError("fork runs in one process; fork first, then `torchrun … -m autogrow "
                          "resume NEW_RUN` to continue it on several")
     changes: dict[str, str] = {}
     for item in args.changes:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set interval=2")
+            raise InputError(f"--set {item!r}: expected KEY=VALUE, e.g. --set interval=2")
         changes[key.strip()] = value.strip()
     from autogrow.engine.run import fork_run
 
@@ -628,14 +631,15 @@ class _Stderr:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input or a broken run, reported in one line."""
-    from autogrow.engine.data import DataError
-    from autogrow.engine.device import DeviceError
-    from autogrow.engine.run import RunError
+    """Exceptions that mean bad input or a broken run, reported in one line; anything else is a
+    bug and keeps its traceback."""
+    from autogrow.errors import UserError
     from autogrow.events import CodecError
     from autogrow.policies import PolicyError
-    from autogrow.storage import StorageError
-    return (ValueError, DataError, DeviceError, RunError, CodecError, PolicyError, StorageError,
+    from autogrow.replay.export import ExportError
+    from autogrow.replay.report.summary import ReportError
+    from autogrow.replay.tensorboard import TensorBoardError
+    return (UserError, CodecError, PolicyError, ExportError, ReportError, TensorBoardError,
             FileNotFoundError)
 
 
@@ -669,6 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"autogrow: error: {full}", file=sys.stderr)
             return EXIT_DISK_FULL
         if not isinstance(err, user_errors()):
+            print(BUG_NOTE, file=sys.stderr)
             raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"autogrow: error: {message}", file=sys.stderr)

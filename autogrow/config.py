@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from autogrow.arch import format_arch, parse_arch
+from autogrow.errors import InputError
 from autogrow.policies.settings import GROWTH_LRS, METRICS, POLICIES, PolicySettings
 
 # Family names and stage counts, mirrored from autogrow.blocks without importing torch here
@@ -37,7 +38,7 @@ VAL_SOURCES = ("train", "test")
 WEIGHT_INITS = ("auto", "torch", "kaiming-fan-out")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A setting is wrong; the message names it and says what would be right."""
 
 

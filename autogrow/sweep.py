@@ -37,6 +37,7 @@ from typing import Any
 
 import attrs
 
+from autogrow.errors import InputError
 from autogrow.config import (
     FIELD_NAMES,
     ConfigError,
@@ -57,7 +58,7 @@ PAUSE_CELL_ENV = "AUTOGROW_TEST_SWEEP_PAUSE"
 EXIT_RESUMABLE = 75
 
 
-class SweepError(ValueError):
+class SweepError(InputError):
     """A sweep spec or output directory is wrong; one line that says what to change."""
 
 

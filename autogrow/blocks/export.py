@@ -10,6 +10,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from autogrow.errors import InputError
+
 from .net import GrowableNet
 
 #: Value of the `format` metadata key; bump the suffix if the layout ever changes.
@@ -46,18 +48,18 @@ def load_model(path: str | PathLike[str], *, device: str | torch.device = "cpu")
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for a bad header
-        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
+        raise InputError(f"{path} is not a readable safetensors file: {exc}") from None
 
     family, arch, kwargs = _read_metadata(metadata, path)
     try:
         with torch.device("meta"):
             net = GrowableNet(family, arch, **kwargs)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: metadata does not describe a valid net: {exc}") from None
+        raise InputError(f"{path}: metadata does not describe a valid net: {exc}") from None
     try:
         net.load_state_dict(tensors, strict=True, assign=True)
     except RuntimeError as exc:
-        raise ValueError(
+        raise InputError(
             f"{path}: tensors do not match {family} {arch}: {str(exc).splitlines()[0]}"
         ) from None
     return net.to(device).eval()
@@ -65,19 +67,19 @@ def load_model(path: str | PathLike[str], *, device: str | torch.device = "cpu")
 
 def _read_metadata(metadata: dict[str, str], path: Path) -> tuple[str, str, dict]:
     if metadata.get("format") != FORMAT:
-        raise ValueError(
+        raise InputError(
             f"{path} is not an autogrow model file (metadata 'format' is "
             f"{metadata.get('format')!r}, expected {FORMAT!r})"
         )
     missing = [k for k in ("family", "arch", "kwargs") if k not in metadata]
     if missing:
-        raise ValueError(f"{path}: model metadata lacks {', '.join(missing)}")
+        raise InputError(f"{path}: model metadata lacks {', '.join(missing)}")
     try:
         kwargs = json.loads(metadata["kwargs"])
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: metadata 'kwargs' is not valid JSON: {exc}") from None
+        raise InputError(f"{path}: metadata 'kwargs' is not valid JSON: {exc}") from None
     if not isinstance(kwargs, dict) or not set(_KWARGS) <= set(kwargs) <= set(_KWARGS + _OPTIONAL_KWARGS):
-        raise ValueError(
+        raise InputError(
             f"{path}: metadata 'kwargs' must be a JSON object with keys {', '.join(_KWARGS)} "
             f"(and optionally {', '.join(_OPTIONAL_KWARGS)}), "
             f"got {metadata['kwargs']!r}"

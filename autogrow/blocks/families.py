@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from autogrow.errors import InputError
+
 from .layers import BasicBlock, Block, Bottleneck, PlainBlock
 
 #: 4-stage families switch to the 7x7/2 + max-pool stem at this input size and above.
@@ -59,7 +61,7 @@ def get_family(name: str) -> FamilySpec:
     try:
         return _REGISTRY[key]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise InputError(
             f"unknown network family {name!r}; choose one of: {', '.join(FAMILIES)}"
         ) from None
 

@@ -25,6 +25,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from autogrow.errors import InputError
+
 from .layers import Block
 
 Initializer = Callable[[Block, "torch.Generator | None"], None]
@@ -78,7 +80,7 @@ WEIGHT_INITS: dict[str, Callable[[nn.Module, "torch.Generator | None"], None]] =
 def base_init(name: str) -> Callable[[nn.Module, "torch.Generator | None"], None]:
     """The whole-module init called ``name``; ValueError naming the choices if unknown."""
     if name not in WEIGHT_INITS:
-        raise ValueError(f"unknown weight init {name!r}; choose one of: {', '.join(WEIGHT_INITS)}")
+        raise InputError(f"unknown weight init {name!r}; choose one of: {', '.join(WEIGHT_INITS)}")
     return WEIGHT_INITS[name]
 
 
@@ -123,7 +125,7 @@ def identity_init_(block: Block, generator: torch.Generator | None = None) -> No
         return
     conv: nn.Conv2d = block.conv  # type: ignore[assignment]
     if conv.in_channels != conv.out_channels or conv.stride != (1, 1):
-        raise ValueError("identity init needs a stride-1 block with equal in/out channels")
+        raise InputError("identity init needs a stride-1 block with equal in/out channels")
     nn.init.dirac_(conv.weight)
     bn = block.last_bn
     bn.weight.copy_(torch.sqrt(bn.running_var + bn.eps))
@@ -132,7 +134,7 @@ def identity_init_(block: Block, generator: torch.Generator | None = None) -> No
 
 def _require_residual(block: Block, name: str) -> None:
     if not block.residual:
-        raise ValueError(
+        raise InputError(
             f"initializer {name!r} zeroes the last BN, which on a plain block (no shortcut) "
             "would cut the signal; use 'identity' for a function-preserving plain block"
         )
@@ -157,7 +159,7 @@ def canonical_initializer(name: str) -> str:
     key = name.lower() if isinstance(name, str) else name
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
-        raise ValueError(f"unknown initializer {name!r}; choose one of: {', '.join(INITIALIZERS)}")
+        raise InputError(f"unknown initializer {name!r}; choose one of: {', '.join(INITIALIZERS)}")
     return key
 
 
@@ -165,7 +167,7 @@ def resolve_initializer(name: str, *, residual: bool) -> Initializer:
     """The initializer function for `name`, checked against the block kind before any work."""
     key = canonical_initializer(name)
     if key == "zero" and not residual:
-        raise ValueError(
+        raise InputError(
             "initializer 'zero' is only for residual families: on a plain block it would cut "
             "the signal; use 'identity' (function-preserving) or 'default'"
         )

@@ -20,6 +20,7 @@ import torch
 from autogrow.engine import steps
 from autogrow.engine.distributed import SINGLE, Dist, broadcast_json
 from autogrow.engine.trainer import EVAL_BUFFERS, Trainer
+from autogrow.errors import InputError
 from autogrow.storage import SnapshotStore
 from autogrow.storage.snapshots import snapshot_bytes
 
@@ -63,7 +64,7 @@ def choose_standard(requested: str, run_versions: Mapping[str, Any],
                     here: Mapping[str, Any]) -> tuple[str, str]:
     """(standard, why): ``auto`` is exact on the run's machine class, tolerant elsewhere."""
     if requested not in STANDARDS:
-        raise ValueError(f"--standard {requested!r}: expected one of {', '.join(STANDARDS)}")
+        raise InputError(f"--standard {requested!r}: expected one of {', '.join(STANDARDS)}")
     theirs, ours = machine_class(run_versions), machine_class(here)
     if "cpu" not in theirs:
         same, why = True, "the run does not record its hardware (an older run): assumed this one"

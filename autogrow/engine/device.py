@@ -14,8 +14,10 @@ import platform
 import attrs
 import torch
 
+from autogrow.errors import UserError
 
-class DeviceError(RuntimeError):
+
+class DeviceError(UserError, RuntimeError):
     """The requested device or precision is not available here."""
 
 

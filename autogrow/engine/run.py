@@ -35,6 +35,7 @@ from autogrow.engine.preemption import EVALUATION, StopControl, Suspended
 from autogrow.engine.progress import EpochProgress
 from autogrow.engine.relaunch import CONFIG_NAME, fresh, relaunch_plan
 from autogrow.engine.trainer import EVAL_BUFFERS, Trainer
+from autogrow.errors import UserError
 from autogrow.events import (
     BlockAdded,
     EpochCompleted,
@@ -58,7 +59,7 @@ from autogrow.storage.layout import PROGRESS_PREFIX, section
 log = structlog.get_logger("autogrow")
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """The run cannot start or continue; the message says why and what to do."""
 
 

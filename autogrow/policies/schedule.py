@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+from autogrow.errors import InputError
+
 #: ×0.1 at ½ and ¾ of a phase: the small data sets' 100/150-of-200 schedule.
 DEFAULT_MILESTONES = (Fraction(1, 2), Fraction(3, 4))
 
@@ -17,10 +19,10 @@ def parse_milestones(text: str, name: str = "lr_milestones") -> tuple[Fraction, 
     try:
         values = tuple(Fraction(part.strip()) for part in str(text).split(",") if part.strip())
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{name} {text!r}: expected fractions of the phase like "
+        raise InputError(f"{name} {text!r}: expected fractions of the phase like "
                          "1/2,3/4 or 0.5,0.75") from None
     if any(not 0 < v < 1 for v in values) or list(values) != sorted(set(values)):
-        raise ValueError(f"{name} {text!r}: fractions must increase within (0, 1)")
+        raise InputError(f"{name} {text!r}: fractions must increase within (0, 1)")
     return values
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from autogrow.arch import Arch, format_arch, parse_arch
+from autogrow.errors import InputError
 from autogrow.policies.schedule import DEFAULT_MILESTONES, parse_milestones, staircase
 
 POLICIES = ("periodic", "convergent")
@@ -19,7 +20,7 @@ METRICS = ("best", "ema")
 GROWTH_LRS = ("auto", "constant", "staircase")
 
 
-class PolicyConfigError(ValueError):
+class PolicyConfigError(InputError):
     """A policy setting is out of range; the message names the setting and the valid range."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from autogrow.errors import UserError
 
-class StorageError(Exception):
+
+class StorageError(UserError):
     """Base of every error raised by ``autogrow.storage``."""
 
 

@@ -10,8 +10,10 @@ from typing import Any, Callable
 
 import attrs
 
+from autogrow.errors import UserError
 
-class DataError(RuntimeError):
+
+class DataError(UserError, RuntimeError):
     """Data that cannot be found or read; the message is one line that says what to do."""
 
 

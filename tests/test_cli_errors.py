@@ -1,0 +1,71 @@
+"""The CLI's line between the user's fault and a bug (issue 23 item 4): every
+:class:`autogrow.errors.UserError` is one line and exit 2; any other exception keeps its
+traceback, after a line that says it is a bug. In process (``cli.main``), so these are fast."""
+
+from __future__ import annotations
+
+import pytest
+
+from autogrow import cli
+from autogrow.config import ConfigError
+from autogrow.engine import run as engine
+from autogrow.engine.data import DataError
+from autogrow.engine.device import DeviceError
+from autogrow.engine.run import RunError
+from autogrow.errors import InputError, UserError
+from autogrow.storage import LogCorrupted, StorageError
+from autogrow.sweep import SweepError
+
+
+def _resume_raises(monkeypatch, error: BaseException) -> None:
+    def resume(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(engine, "resume_run", resume)
+
+
+@pytest.mark.parametrize("error", [
+    RunError("the run is finished; fork it to train on"),
+    DataError("no such directory /data/x: pass --data-root"),
+    DeviceError("CUDA was asked for but is not available"),
+    LogCorrupted("line 2 is corrupted"),
+    ConfigError("unknown setting 'x'"),
+    SweepError("the spec has no cells"),
+    InputError("malformed arch string '1-x'"),
+], ids=lambda e: type(e).__name__)
+def test_bad_input_or_a_broken_run_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, error):
+    _resume_raises(monkeypatch, error)
+    assert cli.main(["resume", str(tmp_path)]) == cli.EXIT_USER_ERROR
+    assert capsys.readouterr().err == f"autogrow: error: {error}\n"
+
+
+@pytest.mark.parametrize("error", [ValueError("an int where a str was due"),
+                                   KeyError("stage"), RuntimeError("shape mismatch"),
+                                   TypeError("unsupported operand")],
+                         ids=lambda e: type(e).__name__)
+def test_any_other_exception_is_a_bug_and_keeps_its_traceback(monkeypatch, capsys, tmp_path,
+                                                               error):
+    """A bare ValueError is no longer taken for bad input: inside autogrow it is a bug."""
+    _resume_raises(monkeypatch, error)
+    with pytest.raises(type(error)) as raised:
+        cli.main(["resume", str(tmp_path)])
+    assert raised.value is error  # re-raised as it was: Python prints its traceback
+    assert capsys.readouterr().err == cli.BUG_NOTE + "\n"
+    assert "bug in autogrow" in cli.BUG_NOTE
+
+
+def test_every_typed_error_is_a_user_error_and_keeps_its_old_base():
+    """Callers that caught ValueError or RuntimeError still do; `except UserError` catches all."""
+    for kind in (ConfigError, SweepError, InputError):
+        assert issubclass(kind, UserError) and issubclass(kind, ValueError)
+    for kind in (RunError, DataError, DeviceError):
+        assert issubclass(kind, UserError) and issubclass(kind, RuntimeError)
+    assert issubclass(StorageError, UserError)
+
+
+def test_a_malformed_value_from_the_command_line_is_bad_input(capsys, tmp_path):
+    """Values that only the engine can judge (an arch string for a family) are typed too."""
+    code = cli.main(["grow", "--preset", "smoke", "--seed-arch", "1-x-1",
+                     "--run-dir", str(tmp_path / "r")])
+    assert code == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("autogrow: error: ") and err.count("\n") == 1 and "1-x-1" in err
