@@ -13,7 +13,7 @@ Arch = tuple[int, ...]
 def parse_arch(text: str, stages: int | None = None) -> Arch:
     """Parse an arch string; `stages` (when given) is the stage count the family needs."""
     if not isinstance(text, str) or not text.strip():
-        raise InputError(f"arch string is empty; expected blocks per stage such as '1-1-1'")
+        raise InputError("arch string is empty; expected blocks per stage such as '1-1-1'")
     parts = text.strip().split("-")
     try:
         depths = tuple(int(p) for p in parts)

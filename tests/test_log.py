@@ -562,7 +562,9 @@ def test_a_rehashed_record_with_an_invalid_field_is_refused(tmp_path: Path, fiel
     assert str(err.value) == (
         f"{path}: line 2 (byte offset {len(path.read_bytes().splitlines(True)[0])}, expected seq 2) "
         f"is corrupted: {problem}; the log was not modified - do not append to it; restore "
-        "events.jsonl from a backup or fork the run from seq 1 or earlier")
+        "events.jsonl from a backup, or fork the run from a snapshot logged before line 2 "
+        "(`autogrow verify` names the latest)")
+    assert err.value.intact == (first,)  # what still verifies from genesis
 
 
 @pytest.mark.parametrize("line,problem", [
@@ -810,3 +812,17 @@ def test_a_log_says_where_it_is_and_whether_it_can_append(tmp_path: Path) -> Non
         assert (log.run_dir, log.readonly) == (tmp_path, False)
     with EventLog.open(tmp_path, readonly=True) as ro:
         assert (ro.run_dir, ro.readonly) == (tmp_path, True)
+
+
+def test_a_damaged_first_line_offers_no_fork_and_keeps_nothing(tmp_path: Path) -> None:
+    """Nothing precedes line 1, so no snapshot can: the message says to restore the log, and no
+    record counts as intact."""
+    with write_log(tmp_path, [("t", 1, {"i": 0}), ("t", 1, {"i": 1})]):
+        pass
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(path.read_bytes().replace(b'{"i":0}', b'{"i":9}', 1))
+    with pytest.raises(LogCorrupted) as err:
+        EventLog.open(tmp_path, readonly=True)
+    assert str(err.value).endswith("; the log was not modified - do not append to it; restore "
+                                   "events.jsonl from a backup (no intact record precedes it)")
+    assert "line 1 " in str(err.value) and err.value.intact == ()

@@ -154,6 +154,30 @@ def test_fork_refuses_changes_that_break_the_weights(smoke_run, tmp_path):
                                  "--run-dir", str(new)), "bogus")
 
 
+def test_a_damaged_log_still_forks_from_a_snapshot_before_the_damage(smoke_run, tmp_path):
+    """The records before a damaged line verify from genesis, so a snapshot among them is as
+    sound as ever: fork starts from it (here suspended at once by its time budget: the fork's
+    start is what is tested); a point after the damage is refused."""
+    run = _copy(smoke_run, tmp_path)
+    lines = (run / "events.jsonl").read_bytes().splitlines(keepends=True)
+    growths = [s for s, ev in live_events(_records(smoke_run))
+               if ev.TYPE == "snapshot_written" and ev.label == "growth"]
+    damaged = growths[1] + 1  # the seq (= line) right after the 2nd growth's snapshot
+    lines[damaged - 1] = lines[damaged - 1].replace(b'"seq":', b'"seq": ', 1)
+    (run / "events.jsonl").write_bytes(b"".join(lines))
+    before = _tree_digest(run)
+    proc = autogrow_cli("fork", str(run), "--at", "growth:2", "--time-limit", "1s",
+                        "--run-dir", str(tmp_path / "fork"))
+    assert proc.returncode == 75, proc.stderr
+    assert "parent log damaged" in proc.stderr
+    first = _records(tmp_path / "fork")[0]
+    assert decode(first.type, first.schema, first.payload).parent_seq == growths[1]
+    assert _tree_digest(run) == before  # the damaged parent is untouched
+    _one_line_error(autogrow_cli("fork", str(run), "--at", str(damaged + 1), "--run-dir",
+                                 str(tmp_path / "fork2")), f"line {damaged} ", "is corrupted",
+                    "fork the run from a snapshot logged before")
+
+
 def test_fork_at_a_growth_point_with_new_settings(smoke_run, tmp_path):
     before = _tree_digest(smoke_run)
     new = tmp_path / "fork"

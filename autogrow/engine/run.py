@@ -53,7 +53,7 @@ from autogrow.events import (
 from autogrow.policies import GrowthState, Phase, apply, base_state, due, fold
 from autogrow.replay import decode_record, live_events, state_of
 from autogrow.replay.retention import growth_snapshots, prune_snapshots
-from autogrow.storage import EventLog, SnapshotStore
+from autogrow.storage import EventLog, LogCorrupted, SnapshotStore
 from autogrow.storage.layout import PROGRESS_PREFIX, section
 
 log = structlog.get_logger("autogrow")
@@ -598,9 +598,19 @@ def fork_run(parent_dir: str | Path, at: str, changes: dict[str, Any],
     parent_dir, run_dir = Path(parent_dir), Path(run_dir)
     controls = controls or Controls()
     check_new_run_dir(run_dir)
-    with EventLog.open(parent_dir, readonly=True) as parent_log:
-        records = parent_log.records
-    seq = fork_point(records, at)
+    try:
+        with EventLog.open(parent_dir, readonly=True) as parent_log:
+            records = parent_log.records
+        seq = fork_point(records, at)
+    except LogCorrupted as damage:
+        # the records before the damage verify from genesis: a snapshot among them is sound
+        try:
+            seq = fork_point(damage.intact, at)
+        except RunError:
+            raise damage from None  # its message says where the damage is and what to do
+        records = damage.intact
+        log.warning("parent log damaged: forking from a snapshot before the damage",
+                    intact_records=len(records), damage=str(damage).splitlines()[0])
     parent_state = state_of(records, seq)
     base = dict(parent_state.run_config)
     for key in changes:

@@ -14,7 +14,15 @@ class LogMissing(StorageError):
 
 
 class LogCorrupted(StorageError):
-    """A complete record of the log fails to parse or to verify; the log was not modified."""
+    """A complete record of the log fails to parse or to verify; the log was not modified.
+
+    ``intact`` holds the verified records before the damage: their hash chain from genesis
+    holds, so a reader may still trust them (``verify`` reports them; ``fork`` can start from
+    a snapshot among them)."""
+
+    def __init__(self, message: str, intact: tuple = ()) -> None:
+        super().__init__(message)
+        self.intact = intact
 
 
 class LogLocked(StorageError):

@@ -178,10 +178,12 @@ def _verify_line(
     """Parse and verify one complete line (without its newline) as record ``seq``."""
 
     def bad(what: str) -> LogCorrupted:
+        way_on = (f"restore {LOG_NAME} from a backup (no intact record precedes it)" if seq == 1
+                  else f"restore {LOG_NAME} from a backup, or fork the run from a snapshot logged "
+                       f"before line {lineno} (`autogrow verify` names the latest)")
         return LogCorrupted(
             f"{path}: line {lineno} (byte offset {offset}, expected seq {seq}) is corrupted: "
-            f"{what}; the log was not modified - do not append to it; restore {LOG_NAME} from a "
-            f"backup or fork the run from seq {seq - 1} or earlier"
+            f"{what}; the log was not modified - do not append to it; {way_on}"
         )
 
     try:
@@ -242,7 +244,10 @@ def _scan(path: Path) -> tuple[list[LogRecord], int, int]:
         for lineno, raw in enumerate(f, start=1):
             if raw[-1:] != b"\n":  # only the last line can lack its newline
                 return records, offset, offset + len(raw)
-            record = _verify_line(path, raw[:-1], lineno, offset, len(records) + 1, prev)
+            try:
+                record = _verify_line(path, raw[:-1], lineno, offset, len(records) + 1, prev)
+            except LogCorrupted as err:
+                raise LogCorrupted(str(err), tuple(records)) from None
             records.append(record)
             prev = record.hash
             offset += len(raw)
