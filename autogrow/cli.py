@@ -24,16 +24,10 @@ import structlog
 import tomli_w
 
 from autogrow.config import (
-    DATASETS,
-    DEVICES,
     EXIT_DISK_FULL,
     EXIT_RESUMABLE,
-    FAMILY_STAGES,
-    INITIALIZER_NAMES,
-    PRECISIONS,
     PRESETS,
     STOP_SIGNALS,
-    VAL_SOURCES,
     LaunchOptions,
     RunConfig,
     baseline_overrides,
@@ -41,7 +35,6 @@ from autogrow.config import (
     resolve_launch,
 )
 from autogrow.errors import InputError
-from autogrow.policies.settings import METRICS, POLICIES
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -49,61 +42,6 @@ log = structlog.get_logger("autogrow")
 BUG_NOTE = ("autogrow: internal error: this is a bug in autogrow, not in your input; the "
             "traceback follows (please report it with the command that ran)")
 
-_HELP = {
-    "family": "network family to grow",
-    "seed_arch": "blocks per stage to start from, e.g. 1-1-1",
-    "max_arch": "per-stage depth cap, e.g. 20-20-20 (default: none)",
-    "width": "channel multiplier (use < 1 for quick CPU runs)",
-    "initializer": "how a new block's last BN starts (gau is the paper's best)",
-    "weight_init": "base init of every conv, new blocks too: torch (PyTorch's default), "
-                   "kaiming-fan-out; auto = the original's choice (kaiming-fan-out on ImageNet)",
-    "policy": "periodic (p-AutoGrow) or convergent (c-AutoGrow) growth",
-    "interval": "K: epochs between policy checks",
-    "stop_window": "J: epochs the stopping policy looks back (periodic)",
-    "tau": "minimum improvement, in accuracy percentage points",
-    "metric": "best: running max of val acc (paper); ema: its moving average",
-    "max_growth_epochs": "cap on growth-phase epochs (0 = none)",
-    "finetune_epochs": "N: fine-tune epochs after growth, staircase LR",
-    "scale_with_subset": "divide K by --subset (paper table 11 and its appendix)",
-    "lr": "learning rate (0 = 0.1 residual, 0.01 plain)",
-    "momentum": "SGD momentum",
-    "weight_decay": "SGD weight decay",
-    "batch_size": "training batch size",
-    "lr_milestones": "fractions of each phase (fine-tuning, a c-AutoGrow interval, `train`) "
-                     "where the LR drops x0.1, e.g. 1/3,2/3 (ImageNet's 30/60 of 90); '' = none",
-    "growth_lr": "LR while growing: constant, or a staircase restarted every K epochs; auto = "
-                 "constant for periodic, staircase for convergent (paper table 3)",
-    "finetune_lr_scale": "fine-tuning starts at lr x this (the original c-AutoGrow: 0.1)",
-    "finetune_milestones": "LR drops of fine-tuning as fractions of N (auto = --lr-milestones)",
-    "reset_momentum": "drop optimizer momentum at each growth",
-    "adam_init_epochs": "AdamInit epoch cap",
-    "dataset": "data set to train on",
-    "data_root": "where the data set's files are",
-    "download": "download the data set if missing (needs internet)",
-    "crop_padding": "random-crop padding in px for small data sets (-1 = the original's: 4 for "
-                    "32-px sets, none for MNIST/Fashion-MNIST)",
-    "subset": "fraction of the training split to use, in (0, 1]",
-    "val_split": "fraction of the training set held out for growth decisions",
-    "val_source": "train: held-out split (default); test: the paper's test-as-validation",
-    "max_val": "cap on validation images (0 = all)",
-    "max_test": "cap on test images (0 = all)",
-    "seed": "seed of data order, augmentation and every initialisation",
-    "device": "auto picks CUDA when present",
-    "precision": "auto picks the fastest safe choice for the device",
-    "channels_last": "use the channels_last memory format",
-    "deterministic": "bit-exact kernels, so a resumed run equals an uninterrupted one (free on "
-                     "CPU; on CUDA slower kernels and no cuDNN autotuning; --no-deterministic "
-                     "trades exact resume for speed)",
-    "threads": "CPU threads (0 = torch's default); recorded, restored on resume",
-    "snapshot_keep": "latest snapshots kept; older ones (not growth points) are deleted as the "
-                     "run goes, each deletion logged",
-    "snapshot_every_steps": "also snapshot inside an epoch (0 = epoch ends only)",
-}
-_CHOICES = {
-    "family": tuple(FAMILY_STAGES), "initializer": INITIALIZER_NAMES, "policy": POLICIES,
-    "metric": METRICS, "dataset": DATASETS, "device": DEVICES, "precision": PRECISIONS,
-    "val_source": VAL_SOURCES,
-}
 _TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
 
@@ -114,14 +52,15 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ())
         if field.name in skip:
             continue
         flag = "--" + field.name.replace("_", "-")
-        help_text = _HELP.get(field.name, field.name)
+        help_text, choices = field.metadata["help"], field.metadata["choices"]
         if field.type == "bool":
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
                                default=None, help=f"{help_text} (default {field.default})")
-        else:
+        else:  # choices are checked with the rest of the config, in the config's words
             group.add_argument(flag, dest=field.name, type=_TYPES[field.type], default=None,
-                               choices=_CHOICES.get(field.name), metavar=None if field.name in _CHOICES
-                               else field.name.upper(), help=f"{help_text} (default {field.default!r})")
+                               metavar="{" + ",".join(choices) + "}" if choices
+                               else field.name.upper(),
+                               help=f"{help_text} (default {field.default!r})")
 
 
 def _add_launch_flags(parser: argparse.ArgumentParser, *, relaunch: bool) -> None:

@@ -42,11 +42,20 @@ class ConfigError(InputError):
     """A setting is wrong; the message names it and says what would be right."""
 
 
-def _choice(name: str, options: tuple[str, ...]):
-    def check(_inst: Any, _attr: Any, value: str) -> None:
+def _choice(options: tuple[str, ...]):
+    def check(_inst: Any, attribute: attrs.Attribute, value: str) -> None:
         if value not in options:
-            raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(options)}")
+            raise ConfigError(f"unknown {attribute.name} {value!r}; choose one of: "
+                              f"{', '.join(options)}")
     return check
+
+
+def setting(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
+    """A RunConfig field and what it means, said once: ``help`` is its line in ``--help`` (the
+    CLI's flags are made from these fields), ``choices`` the values it accepts (checked here,
+    listed there)."""
+    return attrs.field(default=default, metadata={"help": help, "choices": choices},
+                       validator=_choice(choices) if choices else None)
 
 
 @attrs.frozen(kw_only=True)
@@ -54,51 +63,71 @@ class RunConfig:
     """One run's settings. Field names are the TOML keys and, with '-' for '_', the CLI flags."""
 
     # network
-    family: str = attrs.field(default="basic3resnet", validator=_choice("family", tuple(FAMILY_STAGES)))
-    seed_arch: str = ""                    # blocks per stage at the start, "" = 1 per stage
-    max_arch: str = ""                     # per-stage depth cap, "" = none
-    width: float = 1.0                     # channel multiplier (CPU-sized experiments use < 1)
-    initializer: str = attrs.field(default="gau", validator=_choice("initializer", INITIALIZER_NAMES))
-    weight_init: str = attrs.field(default="auto", validator=_choice("weight_init", WEIGHT_INITS))
+    family: str = setting("basic3resnet", "network family to grow", tuple(FAMILY_STAGES))
+    seed_arch: str = setting("", "blocks per stage to start from, e.g. 1-1-1")
+    max_arch: str = setting("", "per-stage depth cap, e.g. 20-20-20 (default: none)")
+    width: float = setting(1.0, "channel multiplier (use < 1 for quick CPU runs)")
+    initializer: str = setting("gau", "how a new block's last BN starts (gau is the paper's best)",
+                               INITIALIZER_NAMES)
+    weight_init: str = setting(
+        "auto", "base init of every conv, new blocks too: torch (PyTorch's default), "
+        "kaiming-fan-out; auto = the original's choice (kaiming-fan-out on ImageNet)",
+        WEIGHT_INITS)
     # growth policy (DESIGN §3)
-    policy: str = attrs.field(default="periodic", validator=_choice("policy", POLICIES))
-    interval: int = 3                      # K, epochs between policy checks
-    stop_window: int = 6                   # J, epochs the periodic stopping policy looks back
-    tau: float = 0.05                      # accuracy percentage points
-    metric: str = attrs.field(default="best", validator=_choice("metric", METRICS))
-    max_growth_epochs: int = 0             # cap on growth-phase epochs, 0 = none
-    finetune_epochs: int = 10              # N
-    scale_with_subset: bool = True         # paper table 11: K divided by the subset fraction
+    policy: str = setting("periodic", "periodic (p-AutoGrow) or convergent (c-AutoGrow) growth",
+                          POLICIES)
+    interval: int = setting(3, "K: epochs between policy checks")
+    stop_window: int = setting(6, "J: epochs the stopping policy looks back (periodic)")
+    tau: float = setting(0.05, "minimum improvement, in accuracy percentage points")
+    metric: str = setting("best", "best: running max of val acc (paper); ema: its moving average",
+                          METRICS)
+    max_growth_epochs: int = setting(0, "cap on growth-phase epochs (0 = none)")
+    finetune_epochs: int = setting(10, "N: fine-tune epochs after growth, staircase LR")
+    scale_with_subset: bool = setting(True, "divide K by --subset (paper table 11 and its "
+                                            "appendix)")
     # optimisation
-    lr: float = 0.0                        # 0 = the paper's: 0.1 residual, 0.01 plain
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    lr_milestones: str = "1/2,3/4"         # fractions of a phase where the LR drops x0.1
-    growth_lr: str = attrs.field(default="auto", validator=_choice("growth_lr", GROWTH_LRS))
-    finetune_lr_scale: float = 1.0         # fine-tuning starts at lr x this (c-AutoGrow: 0.1)
-    finetune_milestones: str = "auto"      # LR drops of fine-tuning, auto = lr_milestones
-    reset_momentum: bool = False           # drop optimizer momentum at each growth
-    adam_init_epochs: int = 10             # AdamInit's cap
+    lr: float = setting(0.0, "learning rate (0 = 0.1 residual, 0.01 plain)")
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(5e-4, "SGD weight decay")
+    batch_size: int = setting(128, "training batch size")
+    lr_milestones: str = setting(
+        "1/2,3/4", "fractions of each phase (fine-tuning, a c-AutoGrow interval, `train`) where "
+        "the LR drops x0.1, e.g. 1/3,2/3 (ImageNet's 30/60 of 90); '' = none")
+    growth_lr: str = setting(
+        "auto", "LR while growing: constant, or a staircase restarted every K epochs; auto = "
+        "constant for periodic, staircase for convergent (paper table 3)", GROWTH_LRS)
+    finetune_lr_scale: float = setting(1.0, "fine-tuning starts at lr x this (the original "
+                                            "c-AutoGrow: 0.1)")
+    finetune_milestones: str = setting("auto", "LR drops of fine-tuning as fractions of N "
+                                               "(auto = --lr-milestones)")
+    reset_momentum: bool = setting(False, "drop optimizer momentum at each growth")
+    adam_init_epochs: int = setting(10, "AdamInit epoch cap")
     # data
-    dataset: str = attrs.field(default="fashionmnist", validator=_choice("dataset", DATASETS))
-    data_root: str = ""                    # "" = the default place for the data set
-    download: bool = False
-    crop_padding: int = -1                 # random-crop padding in px, -1 = the data set's own
-    subset: float = 1.0                    # fraction of the training split used, (0, 1]
-    val_split: float = 0.1                 # fraction of the training set held out for decisions
-    val_source: str = attrs.field(default="train", validator=_choice("val_source", VAL_SOURCES))
-    max_val: int = 0                       # cap on validation images, 0 = all
-    max_test: int = 0                      # cap on test images, 0 = all
+    dataset: str = setting("fashionmnist", "data set to train on", DATASETS)
+    data_root: str = setting("", "where the data set's files are")
+    download: bool = setting(False, "download the data set if missing (needs internet)")
+    crop_padding: int = setting(-1, "random-crop padding in px for small data sets (-1 = the "
+                                    "original's: 4 for 32-px sets, none for MNIST/Fashion-MNIST)")
+    subset: float = setting(1.0, "fraction of the training split to use, in (0, 1]")
+    val_split: float = setting(0.1, "fraction of the training set held out for growth decisions")
+    val_source: str = setting("train", "train: held-out split (default); test: the paper's "
+                                       "test-as-validation", VAL_SOURCES)
+    max_val: int = setting(0, "cap on validation images (0 = all)")
+    max_test: int = setting(0, "cap on test images (0 = all)")
     # execution
-    seed: int = 0
-    device: str = attrs.field(default="auto", validator=_choice("device", DEVICES))
-    precision: str = attrs.field(default="auto", validator=_choice("precision", PRECISIONS))
-    channels_last: bool = True
-    deterministic: bool = True             # bit-exact kernels (exact resume); off: CUDA autotuning
-    threads: int = 0                       # torch CPU threads, 0 = torch's default (recorded)
-    snapshot_keep: int = 3                 # latest non-growth snapshots kept by `prune`
-    snapshot_every_steps: int = 0          # also snapshot inside an epoch, 0 = epoch ends only
+    seed: int = setting(0, "seed of data order, augmentation and every initialisation")
+    device: str = setting("auto", "auto picks CUDA when present", DEVICES)
+    precision: str = setting("auto", "auto picks the fastest safe choice for the device",
+                             PRECISIONS)
+    channels_last: bool = setting(True, "use the channels_last memory format")
+    deterministic: bool = setting(
+        True, "bit-exact kernels, so a resumed run equals an uninterrupted one (free on CPU; on "
+        "CUDA slower kernels and no cuDNN autotuning; --no-deterministic trades exact resume "
+        "for speed)")
+    threads: int = setting(0, "CPU threads (0 = torch's default); recorded, restored on resume")
+    snapshot_keep: int = setting(3, "latest snapshots kept; older ones (not growth points) are "
+                                    "deleted as the run goes, each deletion logged")
+    snapshot_every_steps: int = setting(0, "also snapshot inside an epoch (0 = epoch ends only)")
 
     def __attrs_post_init__(self) -> None:
         stages = FAMILY_STAGES[self.family]

@@ -141,3 +141,21 @@ def test_every_paper_preset_resolves_to_the_paper_and_the_original_code():
 def test_bad_lr_milestones_are_a_config_error():
     with pytest.raises(ValueError, match="lr_milestones"):
         resolve_config("smoke", overrides={"lr_milestones": "3/4,1/2"})
+
+
+def test_every_setting_says_what_it_means_once_and_the_cli_shows_it():
+    """Each field carries its help and choices (issue 23 item 3); the parser is made from them,
+    and a choice outside the list is refused in the config's words, naming the setting."""
+    import attrs as _attrs
+
+    from autogrow.cli import build_parser
+    from autogrow.config import ConfigError, RunConfig
+    text = build_parser()._subparsers._group_actions[0].choices["grow"].format_help()
+    flat = "".join(text.split())  # argparse wraps lines, at hyphens too
+    for field in _attrs.fields(RunConfig):
+        help_text, choices = field.metadata["help"], field.metadata["choices"]
+        assert help_text and "".join(help_text.split()) in flat, field.name
+        if choices:
+            assert "{" + ",".join(choices) + "}" in flat, field.name
+            with pytest.raises(ConfigError, match=f"unknown {field.name} 'nope'; choose one of"):
+                RunConfig(**{field.name: "nope"})
