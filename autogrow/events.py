@@ -73,6 +73,17 @@ class Event:
                 raise TypeError(f"event type {cls.TYPE!r} registered twice")
             _REGISTRY[cls.TYPE] = cls
 
+    def describe(self) -> str:
+        """The event in one line: the one wording of its type, which ``history``, ``verify``, the
+        report and TensorBoard print (each beside what it shows anyway: a seq, a type, a step).
+        A type that words nothing of its own is named."""
+        return self.TYPE.replace("_", " ")
+
+
+def _delta(value: float | None) -> str:
+    """A policy delta as the descriptions print it: signed, 3 decimals; "-" when none."""
+    return "-" if value is None else f"{value:+.3f}"
+
 
 @attrs.frozen
 class RunStarted(Event):
@@ -93,6 +104,15 @@ class RunStarted(Event):
     parent_snapshot: str | None = None
     base_state: Mapping[str, Any] | None = _frozen_field(default=None)
 
+    def describe(self) -> str:
+        c = self.config
+        lineage = "new run"
+        if self.parent_run_id:
+            lineage = (f"fork of run {self.parent_run_id} at seq {self.parent_seq} "
+                       f"(snapshot {str(self.parent_snapshot)[:12]})")
+        return (f"{c.get('family')} on {c.get('dataset')}, {c.get('policy')} K={c.get('interval')} "
+                f"J={c.get('stop_window')} tau={c.get('tau')}; {lineage}")
+
 
 @attrs.frozen
 class EpochCompleted(Event):
@@ -110,6 +130,10 @@ class EpochCompleted(Event):
     val_acc: float
     seconds: float
 
+    def describe(self) -> str:
+        return (f"lr {self.lr:g}  train {self.train_acc:6.2f}%  val {self.val_acc:6.2f}%  "
+                f"({self.seconds:.1f} s)")
+
 
 @attrs.frozen
 class PolicyChecked(Event):
@@ -123,6 +147,10 @@ class PolicyChecked(Event):
     grow_delta: float | None
     decision: str
     metric: str = "best"
+
+    def describe(self) -> str:
+        return (f"epoch {self.epoch} (stop Δ {_delta(self.stop_delta)}, "
+                f"grow Δ {_delta(self.grow_delta)}): {self.decision}")
 
 
 @attrs.frozen
@@ -138,6 +166,10 @@ class BlockAdded(Event):
     init_seed: int
     growth_index: int
 
+    def describe(self) -> str:
+        return (f"block added to stage {self.stage} -> {self.depth} blocks, arch -> {self.arch} "
+                f"(init {self.initializer}, seed {self.init_seed})")
+
 
 @attrs.frozen
 class StageStopped(Event):
@@ -149,6 +181,9 @@ class StageStopped(Event):
     delta: float | None
     reason: str = "no_improvement"
 
+    def describe(self) -> str:
+        return f"stage {self.stage} stopped growing ({self.reason}, Δ {_delta(self.delta)})"
+
 
 @attrs.frozen
 class GrowthFinished(Event):
@@ -159,6 +194,9 @@ class GrowthFinished(Event):
     arch: str
     epoch: int
 
+    def describe(self) -> str:
+        return f"growth finished after epoch {self.epoch}: found {self.arch}"
+
 
 @attrs.frozen
 class FinetuneStarted(Event):
@@ -168,6 +206,9 @@ class FinetuneStarted(Event):
 
     arch: str
     epochs: int
+
+    def describe(self) -> str:
+        return f"fine-tuning {self.arch} for {self.epochs} epoch(s)"
 
 
 @attrs.frozen
@@ -181,6 +222,9 @@ class SnapshotWritten(Event):
     step: int
     label: str = "epoch"
 
+    def describe(self) -> str:
+        return f"{self.label} snapshot of epoch {self.epoch} step {self.step}: {self.digest[:12]}…"
+
 
 @attrs.frozen
 class RunResumed(Event):
@@ -190,6 +234,9 @@ class RunResumed(Event):
 
     from_seq: int
     snapshot: str
+
+    def describe(self) -> str:
+        return f"resumed from the snapshot at seq {self.from_seq}"
 
 
 @attrs.frozen
@@ -207,6 +254,11 @@ class RunSuspended(Event):
     epoch: int
     step: int
 
+    def describe(self) -> str:
+        why = "time budget" if self.signal == "time" else f"SIG{self.signal}"
+        at = f"epoch {self.epoch + 1} step {self.step}" if self.step else f"after epoch {self.epoch}"
+        return f"{why}, {at}"
+
 
 @attrs.frozen
 class SnapshotsPruned(Event):
@@ -216,6 +268,10 @@ class SnapshotsPruned(Event):
     TYPE: ClassVar[str] = "snapshots_pruned"
 
     digests: tuple[str, ...] = _frozen_field()
+
+    def describe(self) -> str:
+        return (f"{len(self.digests)} snapshot(s) deleted by retention: "
+                f"{', '.join(d[:12] for d in self.digests)}")
 
 
 @attrs.frozen
@@ -236,6 +292,10 @@ class RunFinished(Event):
     weights_digest: str
     test_loss: float | None = None
 
+    def describe(self) -> str:
+        return (f"finished: {self.arch}, val {self.val_acc:.2f}%, test {self.test_acc:.2f}%, "
+                f"params {self.params:,}, FLOPs {self.flops:,}")
+
 
 @attrs.frozen
 class RunFailed(Event):
@@ -244,6 +304,9 @@ class RunFailed(Event):
     TYPE: ClassVar[str] = "run_failed"
 
     reason: str
+
+    def describe(self) -> str:
+        return f"failed: {self.reason}"
 
 
 def event_types() -> tuple[str, ...]:

@@ -176,3 +176,66 @@ def test_run_finished_of_schema_1_is_upcast_without_a_test_loss():
     event = decode("run_finished", 1, old)
     assert isinstance(event, RunFinished) and event.test_loss is None and event.test_acc == 69.0
     assert encode(RunFinished(**old, test_loss=0.5)) == ("run_finished", 2, {**old, "test_loss": 0.5})
+
+
+# -- describe(): the one wording of each event ------------------------------------------------
+
+CONFIG = {"family": "basic3resnet", "dataset": "fashionmnist", "policy": "periodic",
+          "interval": 3, "stop_window": 6, "tau": 0.05, "seed_arch": "1-1-1"}
+
+DESCRIBED = [
+    (ev.RunStarted(run_id="r", config=CONFIG, seed=0),
+     "basic3resnet on fashionmnist, periodic K=3 J=6 tau=0.05; new run"),
+    (ev.RunStarted(run_id="f", config=CONFIG, seed=0, parent_run_id="p1", parent_seq=12,
+                   parent_snapshot="0123456789abcdef" * 4),
+     "basic3resnet on fashionmnist, periodic K=3 J=6 tau=0.05; "
+     "fork of run p1 at seq 12 (snapshot 0123456789ab)"),
+    (ev.EpochCompleted(phase="grow", epoch=4, arch="2-1-1", lr=0.1, train_loss=1.0,
+                       train_acc=61.234, val_loss=1.1, val_acc=5.5, seconds=12.345),
+     "lr 0.1  train  61.23%  val   5.50%  (12.3 s)"),
+    (ev.PolicyChecked(epoch=6, window=(60.0, 60.01), stop_delta=0.0104, grow_delta=None,
+                      decision="stop stage 1 (no_improvement); grow stage 2 -> 2-2-2"),
+     "epoch 6 (stop Δ +0.010, grow Δ -): stop stage 1 (no_improvement); grow stage 2 -> 2-2-2"),
+    (ev.PolicyChecked(epoch=3, window=(1.0,), stop_delta=None, grow_delta=-0.5, decision="keep"),
+     "epoch 3 (stop Δ -, grow Δ -0.500): keep"),
+    (ev.BlockAdded(stage=2, depth=3, arch="1-1-3", initializer="zero", init_seed=77,
+                   growth_index=4),
+     "block added to stage 2 -> 3 blocks, arch -> 1-1-3 (init zero, seed 77)"),
+    (ev.StageStopped(stage=1, delta=-0.25),
+     "stage 1 stopped growing (no_improvement, Δ -0.250)"),
+    (ev.StageStopped(stage=0, delta=None, reason="max_depth"),
+     "stage 0 stopped growing (max_depth, Δ -)"),
+    (ev.GrowthFinished(arch="3-2-2", epoch=15), "growth finished after epoch 15: found 3-2-2"),
+    (ev.FinetuneStarted(arch="3-2-2", epochs=40), "fine-tuning 3-2-2 for 40 epoch(s)"),
+    (ev.SnapshotWritten(digest="fedcba9876543210" * 4, epoch=5, step=30, label="step"),
+     "step snapshot of epoch 5 step 30: fedcba987654…"),
+    (ev.RunResumed(from_seq=17, snapshot="b" * 64), "resumed from the snapshot at seq 17"),
+    (ev.RunSuspended(signal="TERM", epoch=2, step=6), "SIGTERM, epoch 3 step 6"),
+    (ev.RunSuspended(signal="time", epoch=2, step=0), "time budget, after epoch 2"),
+    (ev.SnapshotsPruned(digests=("a1" * 32, "b2" * 32)),
+     "2 snapshot(s) deleted by retention: a1a1a1a1a1a1, b2b2b2b2b2b2"),
+    (ev.RunFinished(arch="3-2-2", val_acc=91.256, test_acc=90.5, params=1234567, flops=9876543,
+                    weights_digest="c" * 64),
+     "finished: 3-2-2, val 91.26%, test 90.50%, params 1,234,567, FLOPs 9,876,543"),
+    (ev.RunFailed(reason="disk full"), "failed: disk full"),
+]
+
+
+@pytest.mark.parametrize("event, text", DESCRIBED, ids=lambda x: getattr(x, "TYPE", "text"))
+def test_each_event_describes_itself_in_one_line(event, text):
+    """``describe()`` is the one wording of an event: ``history``, ``verify``, the report and
+    TensorBoard all print it, so it is pinned here, word for word."""
+    assert event.describe() == text
+
+
+def test_every_event_type_has_its_own_description():
+    assert {type(event) for event, _ in DESCRIBED} == {type(e) for e in _examples()}
+    assert all("describe" in vars(type(e)) for e in _examples())
+
+
+def test_an_event_type_without_a_description_is_named_by_its_type(registry):
+    @attrs.frozen
+    class Plain(ev.Event):
+        TYPE = "test_plain_thing"
+
+    assert Plain().describe() == "test plain thing"

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from autogrow.events import BlockAdded, StageStopped
 from autogrow.replay.verify import Report, verify_run
 from tests.conftest import autogrow_cli
 from tests.forgery import Record, forge, index_of
@@ -159,8 +160,8 @@ def test_inserted_stage_stopped_where_nothing_was_owed(smoke_run, log, tmp_path)
     stage = log[grow][2]["stage"]
     log.insert(at, ("stage_stopped", 1, {"stage": stage, "delta": 0.0, "reason": "no_improvement"}))
     report = verify_run(forge(smoke_run, log, tmp_path / "run"))
-    _fails_at(report, at + 1, f"stage_stopped (stage {stage}, no_improvement) was not decided "
-                              "by the policy")
+    stop = StageStopped(**log[at][2]).describe()
+    _fails_at(report, at + 1, f"stage_stopped ({stop}) was not decided by the policy")
 
 
 def test_inserted_stage_stopped_inside_a_check(smoke_run, log, tmp_path):
@@ -173,9 +174,9 @@ def test_inserted_stage_stopped_inside_a_check(smoke_run, log, tmp_path):
     log.insert(check + 1, ("stage_stopped", 1,
                            {"stage": stage, "delta": 0.0, "reason": "no_improvement"}))
     report = verify_run(forge(smoke_run, log, tmp_path / "run"))
-    grown = log[check + 2][2]
-    _fails_at(report, check + 2, f"the log has stage_stopped (stage {stage}, no_improvement) "
-              f"but the policy decides block_added (stage {stage} -> {grown['arch']})")
+    stop, grown = StageStopped(**log[check + 1][2]), BlockAdded(**log[check + 2][2])
+    _fails_at(report, check + 2, f"the log has stage_stopped ({stop.describe()}) "
+              f"but the policy decides block_added ({grown.describe()})")
 
 
 def test_inserted_stage_stopped_with_the_check_rewritten_to_match(smoke_run, log, tmp_path):

@@ -149,12 +149,12 @@ def _audit(run_dir: Path, live: list[tuple[int, Event]], problems: list[str],
         try:
             if isinstance(ev, DECISIONS):
                 if not owed:
-                    problems.append(f"seq {seq}: {ev.TYPE} {_brief(ev)} was not decided by the policy")
+                    problems.append(f"seq {seq}: {_named(ev)} was not decided by the policy")
                     return checked
                 expected = owed.pop(0)
                 if ev != expected:
-                    problems.append(f"seq {seq}: the log has {ev.TYPE} {_brief(ev)} but the policy "
-                                    f"decides {expected.TYPE} {_brief(expected)}")
+                    problems.append(f"seq {seq}: the log has {_named(ev)} but the policy "
+                                    f"decides {_named(expected)}")
                     return checked
                 checked += 1
                 state = apply(state, ev)
@@ -172,7 +172,7 @@ def _audit(run_dir: Path, live: list[tuple[int, Event]], problems: list[str],
                 continue
             if owed:
                 problems.append(f"seq {seq}: {ev.TYPE} came where the policy owed "
-                                f"{owed[0].TYPE} {_brief(owed[0])}")
+                                f"{_named(owed[0])}")
                 return checked
             if isinstance(ev, EpochCompleted):
                 _check_epoch(seq, state, ev, problems)
@@ -236,13 +236,6 @@ def _check_finish(run_dir: Path, seq: int, state: GrowthState, ev: RunFinished,
                         f"final snapshot {last_snapshot.digest[:12]}…")
 
 
-def _brief(ev: Event) -> str:
-    if isinstance(ev, BlockAdded):
-        return f"(stage {ev.stage} -> {ev.arch})"
-    if isinstance(ev, StageStopped):
-        return f"(stage {ev.stage}, {ev.reason})"
-    if isinstance(ev, PolicyChecked):
-        return f"(epoch {ev.epoch}: {ev.decision})"
-    if isinstance(ev, (GrowthFinished, FinetuneStarted)):
-        return f"({ev.arch})"
-    return ""
+def _named(ev: Event) -> str:
+    """An event as the audit's messages name it: its type, then its one-line description."""
+    return f"{ev.TYPE} ({ev.describe()})"
