@@ -21,8 +21,9 @@ from autogrow.events import (
     StageStopped,
     encode,
 )
+from autogrow.arch import layer_count
 from autogrow.replay import live_events
-from autogrow.replay.plot import layer_count, plot_data, plot_run
+from autogrow.replay.plot import plot_data, plot_run
 from autogrow.storage import EventLog
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -21,8 +21,7 @@ import pytest
 from autogrow.config import EXIT_RESUMABLE, ConfigError, LaunchOptions, parse_duration
 from autogrow.engine.preemption import StopControl, Suspended, requeue
 from autogrow.events import RunSuspended, SnapshotsPruned, SnapshotWritten
-from autogrow.replay import live_events
-from autogrow.replay.fold import decode_record
+from autogrow.replay import decode_record, live_events
 from autogrow.replay.verify import verify_run
 from autogrow.storage import EventLog, SnapshotStore
 from tests.conftest import REPO, autogrow_cli

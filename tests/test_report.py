@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from autogrow.arch import layer_count
 from autogrow.events import EpochCompleted, RunFinished, RunStarted
 from autogrow.replay import live_events
-from autogrow.replay.plot import layer_count
 from autogrow.replay.report import (
     VOLATILE_KEYS,
     ReportError,

@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from autogrow.events import Event, RunResumed, SnapshotsPruned, SnapshotWritten, encode
-from autogrow.replay import live_events
-from autogrow.replay.fold import decode_record
+from autogrow.replay import decode_record, live_events
 from autogrow.replay.retention import (
     growth_snapshots,
     prune,

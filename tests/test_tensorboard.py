@@ -24,6 +24,7 @@ from tensorboard.backend.event_processing.event_file_loader import (
 )
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from autogrow.arch import layer_count
 from autogrow.events import (
     BlockAdded,
     EpochCompleted,
@@ -34,7 +35,6 @@ from autogrow.events import (
 )
 from autogrow.replay import live_events
 from autogrow.replay import tensorboard as tb
-from autogrow.replay.plot import layer_count
 from autogrow.storage import EventLog
 from tests.conftest import REPO
 from tests.test_crash import HOLD, wait_for_pause

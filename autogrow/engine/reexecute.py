@@ -31,8 +31,8 @@ from autogrow.engine.distributed import SINGLE, Dist, barrier
 from autogrow.engine.run import RunError, load_data, prepare_execution, software_versions, trainer_for
 from autogrow.engine.trainer import Trainer
 from autogrow.events import BlockAdded, EpochCompleted, RunFinished, RunStarted, SnapshotWritten
-from autogrow.policies import GrowthState, Phase, apply
-from autogrow.replay import live_events
+from autogrow.policies import GrowthState, Phase
+from autogrow.replay import project
 from autogrow.storage import EventLog, SnapshotStore
 
 
@@ -96,19 +96,22 @@ class Plan:
 
 
 def plan(run_dir: Path) -> Plan:
-    """Read the run's live log: each epoch with the snapshots around it."""
+    """Read the run's live log: each epoch with the snapshots around it, and the state it was
+    trained in (the projection's state before it)."""
     with EventLog.open(run_dir, readonly=True) as event_log:
-        events = live_events(event_log.records)
+        records = event_log.records
     store = SnapshotStore(run_dir)
-    if not events or not isinstance(events[0][1], RunStarted):
+    steps = project(records)
+    first = next(steps, None) if records and records[0].type == RunStarted.TYPE else None
+    if first is None or not isinstance(first.event, RunStarted):
         raise RunError(f"{run_dir}: the log does not begin with run_started")
-    started = events[0][1]
+    started = first.event
     config = RunConfig.from_mapping(dict(started.config))
-    state = GrowthState()
+    before = first.state                # the state each event is applied to
     start: Snap | None = None           # latest step-0 snapshot
     targets: list[dict[str, Any]] = []
     final: FinalTarget | None = None
-    for seq, ev in events:
+    for seq, ev, after in steps:
         if isinstance(ev, SnapshotWritten) and ev.step == 0:
             snap = Snap(seq, ev, store.exists(ev.digest))
             current = targets[-1] if targets else None
@@ -117,13 +120,14 @@ def plan(run_dir: Path) -> Plan:
             start = snap
         elif isinstance(ev, EpochCompleted):
             origin = start if start is not None and start.event.epoch == ev.epoch - 1 else None
-            targets.append({"epoch": ev.epoch, "start": origin, "state": state,
+            targets.append({"epoch": ev.epoch, "start": origin, "state": before,
                             "completed": (seq, ev), "end": None, "growths": [], "grown": None})
         elif isinstance(ev, BlockAdded) and targets:
             targets[-1]["growths"].append((seq, ev))
         elif isinstance(ev, RunFinished):
-            final = FinalTarget(seq, ev, start if start and start.event.epoch == state.epoch else None)
-        state = apply(state, ev)
+            at_end = start is not None and start.event.epoch == before.epoch
+            final = FinalTarget(seq, ev, start if at_end else None)
+        before = after
     epochs = tuple(EpochTarget(epoch=t["epoch"], start=t["start"], state=t["state"],
                                completed=t["completed"], end=t["end"],
                                growths=tuple(t["growths"]), grown=t["grown"]) for t in targets)

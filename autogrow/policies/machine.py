@@ -409,6 +409,9 @@ def _policy_check(state: GrowthState) -> list[Event]:
 
 
 def _summary(decisions: Sequence[Event], capped: bool) -> str:
+    """The ``decision`` a policy check logs. It is data, not a description: every log written so
+    far holds it and the audit compares it, so its wording never changes (an event's wording for
+    people is its ``describe()``, which includes this text for a policy check)."""
     parts = []
     for ev in decisions:
         if isinstance(ev, BlockAdded):

@@ -1,5 +1,13 @@
-"""Replay: fold events into state at any seq; resume, fork, audit, history and plots build on it."""
+"""Replay: project a run's log into its states at any seq; resume, fork, audit, history, plots,
+reports and TensorBoard build on it."""
 
-from autogrow.replay.fold import decode_record, live_events, live_records, state_of
+from autogrow.replay.projection import (
+    Step,
+    decode_record,
+    live_events,
+    live_records,
+    project,
+    state_of,
+)
 
-__all__ = ["decode_record", "live_events", "live_records", "state_of"]
+__all__ = ["Step", "decode_record", "live_events", "live_records", "project", "state_of"]

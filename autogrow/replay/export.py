@@ -7,7 +7,7 @@ from pathlib import Path
 
 from autogrow.blocks import build_net, save_model, weights_digest
 from autogrow.events import SnapshotWritten
-from autogrow.replay.fold import live_events, state_of
+from autogrow.replay.projection import live_events, state_of
 from autogrow.storage.layout import MODEL_PREFIX, section
 from autogrow.storage import EventLog, SnapshotStore
 

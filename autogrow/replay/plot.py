@@ -2,9 +2,13 @@
 
 Figure 2 of the paper ("p-AutoGrow on CIFAR10 (K = 3)") shows, against the epoch, the training
 accuracy, the validation accuracy and its running maximum on the left axis, and the depth of the
-net on the right axis, with the "Growing" and "Fine-tuning" stages marked. :func:`plot_data` folds
+net on the right axis, with the "Growing" and "Fine-tuning" stages marked. :func:`plot_data` turns
 the live events into those series (pure, no matplotlib, so tests check the numbers); :func:`plot_run`
 draws them with matplotlib's Agg canvas (no display, no change to matplotlib's global state).
+
+The series are what the log observed, so :func:`plot_data` reads the events alone, not the growth
+state of :func:`~autogrow.replay.projection.project`: it draws any log, also one the policy's fold
+rejects (``verify`` says why), and any stream of events a test hands it.
 
 X axis convention: epoch ``e`` is the interval ``(e-1, e]``. A block added after epoch ``e`` shows as
 a step of the layers line at ``x = e``, and the fine-tune phase starts at ``x = GrowthFinished.epoch``.
@@ -12,11 +16,11 @@ a step of the layers line at ``x = e``, and the fine-tune phase starts at ``x = 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autogrow.arch import parse_arch
+from autogrow.arch import DEFAULT_FAMILY, layer_count
 from autogrow.events import (
     BlockAdded,
     EpochCompleted,
@@ -29,39 +33,7 @@ from autogrow.events import (
     StageStopped,
 )
 
-#: Conv layers per block of each block type (shortcut/projection convs are not counted).
-CONVS_PER_BLOCK = {"plain": 1, "basic": 2, "bottleneck": 3}
-
-#: Layers outside the stages: the stem conv and the linear head, as in the names ResNet-20/56/50.
-FIXED_LAYERS = 2
-
-#: Family used when a run's config names none (RunConfig's default).
-DEFAULT_FAMILY = "basic3resnet"
-
 _POLICY_PREFIX = {"periodic": "p-", "convergent": "c-"}
-
-
-def convs_per_block(family: str) -> int:
-    """Conv layers in one block of ``family``: 1 (plain), 2 (basic residual), 3 (bottleneck)."""
-    name = str(family).lower()
-    for prefix, convs in sorted(CONVS_PER_BLOCK.items(), key=lambda kv: -len(kv[0])):
-        if name.startswith(prefix):
-            return convs
-    raise ValueError(
-        f"unknown network family {family!r}: cannot count its layers; "
-        f"expected a name starting with one of {', '.join(CONVS_PER_BLOCK)}"
-    )
-
-
-def layer_count(family: str, arch: str | Sequence[int]) -> int:
-    """Depth of a net in weighted layers, counted the way ResNet names are.
-
-    ``convs per block × blocks + 2``: the stem conv and the linear head count, shortcut convs do
-    not. So basic3resnet 3-3-3 is ResNet-20, 9-9-9 is ResNet-56, 42-42-42 has 254 layers (Figure 2's
-    right axis); bottleneck4resnet 3-4-6-3 is ResNet-50; plain3net 1-1-1 has 5 layers.
-    """
-    depths = parse_arch(arch) if isinstance(arch, str) else tuple(int(d) for d in arch)
-    return convs_per_block(family) * sum(depths) + FIXED_LAYERS
 
 
 def _events_only(events: Iterable[Any]) -> list[Event]:
@@ -188,7 +160,7 @@ def plot_run(run_dir: Path, out: Path, *, dpi: int = 150) -> Path:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    from autogrow.replay.fold import live_events
+    from autogrow.replay.projection import live_events
     from autogrow.storage import EventLog
 
     run_dir, out = Path(run_dir), Path(out)

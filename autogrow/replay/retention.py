@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from autogrow.events import Event, SnapshotsPruned, SnapshotWritten, encode
-from autogrow.replay.fold import decode_record, live_events
+from autogrow.replay.projection import decode_record, live_events
 from autogrow.storage import EventLog, LogRecord, SnapshotMissing, SnapshotStore
 
 PINNED_LABELS = ("start", "growth", "fork")

@@ -15,10 +15,12 @@ What a run's subdirectory ``LOGDIR/<run dir name>`` holds:
   ``final/test_acc``, ``final/val_acc``, ``final/params``, ``final/layers`` written when the run
   finished (at its last epoch).
 
-Only the live events count (:func:`autogrow.replay.fold.live_events`): events a resume superseded
-are left out, so a resumed run has each epoch once. Writing a run's subdirectory first deletes the
-TensorBoard event files there, so exporting again, or a resumed run's live writer (which rewrites
-what the log holds so far, then appends), never duplicates a step. Wall times are the log's.
+The run is read through :func:`autogrow.replay.projection.project`: only the live events count
+(events a resume superseded are left out, so a resumed run has each epoch once), each with the
+run's state after it; each text line is the event's own ``describe()``. Writing a run's
+subdirectory first deletes the TensorBoard event files there, so exporting again, or a resumed
+run's live writer (which rewrites what the log holds so far, then appends), never duplicates a
+step. Wall times are the log's.
 
 The ``tensorboard`` package is an optional extra (``pip install 'autogrow[tensorboard]'``).
 Importing this module loads neither torch nor tensorboard (the CLI registers :func:`add_parser`
@@ -37,6 +39,7 @@ from typing import Any
 
 import structlog
 
+from autogrow.arch import DEFAULT_FAMILY, layer_count
 from autogrow.events import (
     BlockAdded,
     EpochCompleted,
@@ -51,9 +54,8 @@ from autogrow.events import (
     SnapshotWritten,
     StageStopped,
 )
-from autogrow.policies import GrowthState, apply
-from autogrow.replay.fold import decode_record, live_records
-from autogrow.replay.plot import DEFAULT_FAMILY, layer_count
+from autogrow.policies import GrowthState
+from autogrow.replay.projection import Step, project
 from autogrow.storage import EventLog, LogRecord
 
 log = structlog.get_logger("autogrow")
@@ -69,6 +71,10 @@ GROWTH_TAG = "decisions/growth"
 STATUS_TAG = "run/status"
 #: The hparams session's metrics, written when the run finishes.
 FINAL_METRICS = ("final/test_acc", "final/val_acc", "final/params", "final/layers")
+#: The text tag of each event type that is written as text (its ``describe()``).
+TEXT_TAGS = {PolicyChecked: POLICY_TAG, BlockAdded: GROWTH_TAG, StageStopped: GROWTH_TAG,
+             GrowthFinished: GROWTH_TAG, FinetuneStarted: GROWTH_TAG, RunStarted: STATUS_TAG,
+             RunResumed: STATUS_TAG, RunFinished: STATUS_TAG, RunFailed: STATUS_TAG}
 
 _EVENT_FILE_PREFIX = "events.out.tfevents."
 
@@ -102,10 +108,6 @@ def _wall_time(ts: str | None) -> float | None:
     except ValueError:
         return None
     return stamp.replace(tzinfo=_dt.timezone.utc).timestamp()
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _hparams_summaries(config: dict[str, Any]) -> tuple[Any, Any]:
@@ -170,11 +172,12 @@ def _session_end_summary(success: bool) -> Any:
 class TensorBoardSink:
     """Writes one run's live events as TensorBoard records into ``log_dir`` (see the module doc).
 
-    Feed it ``write(seq, event)`` in log order, live events only; a seq it has seen is ignored.
-    ``net_spec`` (``in_channels``, ``num_classes``, ``image_size``, ``width``, as a snapshot's
-    ``net`` metadata holds it) gives ``net/params`` and ``net/flops``; without it the sink reads it
-    from the first snapshot of ``run_dir`` a ``snapshot_written`` event names, if given.
-    The run's state is folded with the policies' own ``apply``, so steps are the run's epochs.
+    Feed it the steps of :func:`~autogrow.replay.projection.project` in log order (``write``),
+    or log records (``write_record``); a seq it has seen is ignored. ``net_spec``
+    (``in_channels``, ``num_classes``, ``image_size``, ``width``, as a snapshot's ``net``
+    metadata holds it) gives ``net/params`` and ``net/flops``; without it the sink reads it from
+    the first snapshot of ``run_dir`` a ``snapshot_written`` event names, if given. Its state is
+    the projection's, so TensorBoard's steps are the run's epochs.
     """
 
     def __init__(self, log_dir: str | Path, *, run_dir: str | Path | None = None,
@@ -192,19 +195,22 @@ class TensorBoardSink:
 
     # public API
 
-    def write(self, seq: int, event: Event, wall_time: float | None = None) -> None:
-        """Map one live event (``seq`` its log seq) to TensorBoard records."""
-        if seq <= self.last_seq:
+    def write(self, step: Step, wall_time: float | None = None) -> None:
+        """Map one live event and the state after it to TensorBoard records."""
+        if step.seq <= self.last_seq:
             return
-        self.last_seq = seq
-        self.state = apply(self.state, event)
-        self._map(event, wall_time)
+        self.last_seq = step.seq
+        self.state = step.state
+        self._map(step.event, wall_time)
         if self.flush_each:
             self.flush()
 
     def write_record(self, record: LogRecord) -> None:
-        """``write`` for a log record (its timestamp becomes the wall time)."""
-        self.write(record.seq, decode_record(record), _wall_time(record.ts))
+        """``write`` for the record that follows the ones written (its timestamp becomes the
+        wall time)."""
+        if record.seq > self.last_seq:
+            for step in project([record], state=self.state):
+                self.write(step, _wall_time(record.ts))
 
     def flush(self) -> None:
         """Flush the event file (text entries of the latest epoch stay buffered until the next
@@ -229,7 +235,6 @@ class TensorBoardSink:
         w = self._writer
         if isinstance(ev, EpochCompleted):
             self._flush_text(before=ev.epoch)
-            step = ev.epoch
             values = {
                 "accuracy/train": ev.train_acc, "accuracy/val": ev.val_acc,
                 "loss/train": ev.train_loss, "loss/val": ev.val_loss, "lr": ev.lr,
@@ -242,53 +247,24 @@ class TensorBoardSink:
                 values["net/flops"] = cost["flops"]
             for tag in EPOCH_TAGS:
                 if tag in values:
-                    w.add_scalar(tag, float(values[tag]), step, walltime=wt)
+                    w.add_scalar(tag, float(values[tag]), ev.epoch, walltime=wt)
         elif isinstance(ev, RunStarted):
-            config = dict(ev.config)
-            exp, ssi = _hparams_summaries(config)
+            exp, ssi = _hparams_summaries(dict(ev.config))
             w.file_writer.add_summary(exp, None, wt)
             w.file_writer.add_summary(ssi, None, wt)
-            what = (f"fork of run {ev.parent_run_id} at seq {ev.parent_seq}"
-                    if ev.parent_run_id else "new run")
-            self._text(STATUS_TAG, f"run {ev.run_id} started ({what}): {config.get('family')} "
-                                   f"from {config.get('seed_arch')} on {config.get('dataset')}, "
-                                   f"{config.get('policy')} growth, K={config.get('interval')}, "
-                                   f"J={config.get('stop_window')}, tau={config.get('tau')}", wt)
-        elif isinstance(ev, PolicyChecked):
-            self._text(POLICY_TAG, f"epoch {ev.epoch} check: **{ev.decision}** (stop delta "
-                                   f"{_fmt(ev.stop_delta)}, grow delta {_fmt(ev.grow_delta)}; "
-                                   f"{ev.metric} val acc window "
-                                   f"{', '.join(f'{v:.2f}' for v in ev.window)})", wt)
-        elif isinstance(ev, BlockAdded):
-            self._text(GROWTH_TAG, f"block added to stage {ev.stage} (depth {ev.depth}) -> "
-                                   f"**{ev.arch}** ({layer_count(self._family(), ev.arch)} "
-                                   f"layers; init {ev.initializer}, seed {ev.init_seed}, growth "
-                                   f"{ev.growth_index + 1})", wt)
-        elif isinstance(ev, StageStopped):
-            self._text(GROWTH_TAG, f"stage {ev.stage} stopped growing ({ev.reason}, delta "
-                                   f"{_fmt(ev.delta)})", wt)
-        elif isinstance(ev, GrowthFinished):
-            self._text(GROWTH_TAG, f"growth finished after epoch {ev.epoch}: found **{ev.arch}** "
-                                   f"({layer_count(self._family(), ev.arch)} layers)", wt)
-        elif isinstance(ev, FinetuneStarted):
-            self._text(GROWTH_TAG, f"fine-tuning {ev.arch} for {ev.epochs} epoch(s)", wt)
-        elif isinstance(ev, RunResumed):
-            self._text(STATUS_TAG, f"resumed from the snapshot at seq {ev.from_seq}", wt)
         elif isinstance(ev, SnapshotWritten):
             if self.net_spec is None and self.run_dir is not None:
                 self.net_spec = _net_spec(self.run_dir, [ev.digest])
         elif isinstance(ev, RunFinished):
-            step = self._step
             layers = layer_count(self._family(), ev.arch)
             for tag, value in zip(FINAL_METRICS, (ev.test_acc, ev.val_acc, ev.params, layers)):
-                w.add_scalar(tag, float(value), step, walltime=wt)
+                w.add_scalar(tag, float(value), self._step, walltime=wt)
             w.file_writer.add_summary(_session_end_summary(True), None, wt)
-            self._text(STATUS_TAG, f"finished: **{ev.arch}** ({layers} layers), val acc "
-                                   f"{ev.val_acc:.2f}%, test acc {ev.test_acc:.2f}%, params "
-                                   f"{ev.params:,}, FLOPs {ev.flops:,}", wt)
         elif isinstance(ev, RunFailed):
             w.file_writer.add_summary(_session_end_summary(False), None, wt)
-            self._text(STATUS_TAG, f"failed: {ev.reason}", wt)
+        tag = TEXT_TAGS.get(type(ev))
+        if tag is not None:
+            self._text(tag, ev.describe(), wt)
 
     def _cost(self, arch: str) -> dict[str, int] | None:
         """Params and FLOPs of ``arch`` (cached; meta device, no weights allocated)."""
@@ -380,13 +356,14 @@ def open_sink(logdir: str | Path, run_dir: str | Path, records: Sequence[LogReco
     run_dir = Path(run_dir)
     target = run_log_dir(logdir, run_dir)
     _check_target(target, run_dir)
-    live = live_records(records)
-    snaps = [decode_record(r).digest for r in reversed(live) if r.type == SnapshotWritten.TYPE]
+    steps = list(project(records))
+    snaps = [s.event.digest for s in reversed(steps) if isinstance(s.event, SnapshotWritten)]
     spec = _net_spec(run_dir, snaps)
     _clear(target)
     sink = TensorBoardSink(target, run_dir=run_dir, net_spec=spec, flush_each=flush_each)
-    for record in live:
-        sink.write_record(record)
+    stamps = {record.seq: record.ts for record in records}
+    for step in steps:
+        sink.write(step, _wall_time(stamps[step.seq]))
     return sink
 
 

@@ -36,7 +36,7 @@ from autogrow.events import (
     StageStopped,
 )
 from autogrow.policies import GrowthState, Phase, PolicyError, apply, due
-from autogrow.replay.fold import decode_record, live_records
+from autogrow.replay.projection import decode_record, live_records
 from autogrow.replay.retention import pruned_digests, retained_digests
 from autogrow.storage.layout import MODEL_PREFIX, section
 from autogrow.storage import EventLog, StorageError

@@ -10,20 +10,10 @@ from typing import Any
 
 import attrs
 
-from autogrow.arch import format_arch, parse_arch
-from autogrow.events import (
-    BlockAdded,
-    CodecError,
-    EpochCompleted,
-    FinetuneStarted,
-    GrowthFinished,
-    RunFailed,
-    RunFinished,
-    RunStarted,
-    RunSuspended,
-)
-from autogrow.replay.fold import live_events
-from autogrow.replay.plot import DEFAULT_FAMILY, layer_count
+from autogrow.arch import DEFAULT_FAMILY, format_arch, layer_count, parse_arch
+from autogrow.events import BlockAdded, CodecError, EpochCompleted, RunStarted, RunSuspended
+from autogrow.policies import GrowthState, PolicyError
+from autogrow.replay.projection import project
 from autogrow.storage import EventLog, StorageError
 from autogrow.storage.log import LOG_NAME
 
@@ -111,75 +101,52 @@ def _status(events: Sequence[Any], finished: bool, failed: str | None) -> tuple[
     if failed is not None:
         return "failed", failed
     if events and isinstance(events[-1], RunSuspended):
-        last = events[-1]
-        why = "time budget" if last.signal == "time" else f"SIG{last.signal}"
-        at = (f"epoch {last.epoch + 1} step {last.step}" if last.step
-              else f"after epoch {last.epoch}")
-        return "suspended", f"{why}, {at}; `autogrow resume` continues it"
+        return "suspended", f"{events[-1].describe()}; `autogrow resume` continues it"
     if not events:
         return "unfinished", "the log holds no event yet"
     return "unfinished", "running, or stopped without a final event"
 
 
 def summarize_run(run_dir: Path, label: str | None = None) -> RunSummary:
-    """Fold one run's event log into a :class:`RunSummary` (a bad log gives status
-    "unreadable", not an exception, so one broken run does not sink a sweep's report)."""
+    """Project one run's event log into a :class:`RunSummary` (a log that cannot be read or
+    folded gives status "unreadable", not an exception, so one broken run does not sink a
+    sweep's report)."""
     run_dir = Path(run_dir)
     label = run_dir.name if label is None else label
     try:
         with EventLog.open(run_dir, readonly=True) as event_log:
             records = event_log.records
-        events = [ev for _, ev in live_events(records)]
-    except (StorageError, CodecError) as err:
+        steps = list(project(records))
+    except (StorageError, CodecError, PolicyError) as err:
         return RunSummary(path=run_dir, label=label, status="unreadable", detail=_one_line(err))
 
-    config: dict[str, Any] = {}
-    run_id, parent = "", None
-    arch: str | None = None
-    finished: RunFinished | None = None
-    failed: str | None = None
-    counts = {"grow": 0, "finetune": 0}
-    seconds = {"grow": 0.0, "finetune": 0.0}
-    grew = False
-    for ev in events:
-        if isinstance(ev, RunStarted):
-            config = {str(k): v for k, v in ev.config.items()}
-            run_id, parent = ev.run_id, ev.parent_run_id
-            if ev.base_state is not None and ev.base_state.get("arch"):
-                arch = format_arch(tuple(ev.base_state["arch"]))
-            elif config.get("seed_arch"):
-                arch = str(config["seed_arch"])
-        elif isinstance(ev, EpochCompleted):
-            phase = "finetune" if ev.phase == "finetune" else "grow"
-            counts[phase] += 1
-            seconds[phase] += float(ev.seconds)
-            arch = ev.arch
-        elif isinstance(ev, BlockAdded):
-            grew = True
-            arch = ev.arch
-        elif isinstance(ev, (GrowthFinished, FinetuneStarted)):
-            arch = ev.arch
-        elif isinstance(ev, RunFinished):
-            finished = ev
-            arch = ev.arch
-        elif isinstance(ev, RunFailed):
-            failed = ev.reason
-
-    status, detail = _status(events, finished is not None, failed)
+    events = [step.event for step in steps]
+    state = steps[-1].state if steps else GrowthState()
+    epochs = [ev for ev in events if isinstance(ev, EpochCompleted)]
+    finished = state.result
+    config = {str(k): v for k, v in state.run_config.items()}
+    arch = format_arch(state.arch) if state.arch else None
+    status, detail = _status(events, finished is not None, state.failure)
     try:
         layers = None if arch is None else layer_count(_family(config), arch)
     except ValueError:
         layers = None
+    grew = any(isinstance(ev, BlockAdded) for ev in events)
+    started = events[0] if events and isinstance(events[0], RunStarted) else None
     return RunSummary(
         path=run_dir, label=label, status=status, detail=detail,
         kind="train" if _is_fixed_arch(config) and not grew else "grow",
-        config=config, run_id=run_id, parent_run_id=parent, arch=arch, layers=layers,
+        config=config, run_id=state.run_id,
+        parent_run_id=None if started is None else started.parent_run_id, arch=arch,
+        layers=layers,
         params=None if finished is None else int(finished.params),
         flops=None if finished is None else int(finished.flops),
         val_acc=None if finished is None else float(finished.val_acc),
         test_acc=None if finished is None else float(finished.test_acc),
-        grow_epochs=counts["grow"], finetune_epochs=counts["finetune"],
-        grow_seconds=seconds["grow"], finetune_seconds=seconds["finetune"],
+        grow_epochs=sum(ev.phase != "finetune" for ev in epochs),
+        finetune_epochs=sum(ev.phase == "finetune" for ev in epochs),
+        grow_seconds=sum((float(ev.seconds) for ev in epochs if ev.phase != "finetune"), 0.0),
+        finetune_seconds=sum((float(ev.seconds) for ev in epochs if ev.phase == "finetune"), 0.0),
     )
 
 
