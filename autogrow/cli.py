@@ -367,11 +367,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"# sweep {args.spec} -> {args.out}")
     for row in rows:
         print("  ".join(row))
-    counts = collections.Counter(s.split(" (")[0] for s in outcome.values())
-    print("# " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
-    if any(s.startswith("failed") for s in outcome.values()):
-        return 1
-    return EXIT_RESUMABLE if any(s in ("suspended", "not run") for s in outcome.values()) else 0
+    counts = collections.Counter(o.kind for o in outcome.values())
+    print("# " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
+    return sw.exit_code(outcome.values())
 
 
 def _launch_argv(args: argparse.Namespace) -> list[str]:

@@ -31,14 +31,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from autogrow.errors import InputError
 from autogrow.config import (
+    EXIT_RESUMABLE,
     FIELD_NAMES,
     ConfigError,
     RunConfig,
@@ -46,6 +46,8 @@ from autogrow.config import (
     load_toml,
     resolve_config,
 )
+from autogrow.errors import InputError
+from autogrow.storage import LOG_NAME
 
 COMMANDS = ("grow", "train")
 SPEC_KEYS = ("command", "preset", "seeds", "settings", "grid", "cells")
@@ -55,7 +57,6 @@ CELL_KEYS = ("command", "arch", "epochs")
 #: (``AUTOGROW_TEST_PAUSE_AT_STEP`` in that cell's process only), so a test can kill the sweep
 #: at a known point of its progress.
 PAUSE_CELL_ENV = "AUTOGROW_TEST_SWEEP_PAUSE"
-EXIT_RESUMABLE = 75
 
 
 class SweepError(InputError):
@@ -251,16 +252,46 @@ def default_threads(jobs: int) -> int:
     return max(1, cores // max(1, jobs))
 
 
+OUTCOMES = ("finished", "already finished", "suspended", "failed", "not run")
+
+
+@attrs.frozen
+class Outcome:
+    """How one cell of a local sweep ended: ``kind`` is one of :data:`OUTCOMES`; ``code`` the
+    exit code of a failed cell's process."""
+
+    kind: str = attrs.field(validator=attrs.validators.in_(OUTCOMES))
+    code: int | None = None
+
+    @classmethod
+    def of_exit(cls, code: int) -> Outcome:
+        """The outcome of a cell's process that exited with ``code``."""
+        if code == 0:
+            return cls("finished")
+        return cls("suspended") if code == EXIT_RESUMABLE else cls("failed", code)
+
+    def __str__(self) -> str:
+        return f"failed (exit {self.code})" if self.kind == "failed" else self.kind
+
+
+def exit_code(outcomes: Iterable[Outcome]) -> int:
+    """The sweep's exit code: 1 if a cell failed, else :data:`EXIT_RESUMABLE` if one is left to
+    run (suspended or not started), else 0."""
+    kinds = {o.kind for o in outcomes}
+    if "failed" in kinds:
+        return 1
+    return EXIT_RESUMABLE if kinds & {"suspended", "not run"} else 0
+
+
 def run_local(sweep: Sweep, out: Path, *, jobs: int, threads: int,
-              launch_args: Sequence[str] = ()) -> dict[int, str]:
+              launch_args: Sequence[str] = ()) -> dict[int, Outcome]:
     """Run every cell that is not finished, ``jobs`` at a time, each as
-    ``autogrow sweep SPEC --out OUT --cell I``; returns the outcome per cell index
-    (``finished``, ``already finished``, ``suspended``, ``failed (exit N)``, ``not run``).
+    ``autogrow sweep SPEC --out OUT --cell I``; returns the :class:`Outcome` per cell index.
 
     SIGTERM/SIGINT to the sweep are passed on to the running cells (they suspend cleanly);
     no new cell starts after one."""
     todo = statuses(sweep, out, sweep.cells)
-    outcome = {i: "already finished" for i, s in todo.items() if s == "finished"}
+    outcome = {i: Outcome("already finished") for i, s in todo.items() if s == "finished"}
     pending = [c for c in sweep.cells if todo[c.index] != "finished"]
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
@@ -300,14 +331,13 @@ def run_local(sweep: Sweep, out: Path, *, jobs: int, threads: int,
                     continue
                 del running[index]
                 done += 1
-                outcome[index] = {0: "finished", EXIT_RESUMABLE: "suspended"}.get(
-                    code, f"failed (exit {code})")
+                outcome[index] = Outcome.of_exit(code)
                 print(f"[{done}/{total}] {outcome[index]}  {sweep.cells[index].name}"
                       + (f"  (see {logs / (sweep.cells[index].name + '.log')})"
-                         if outcome[index].startswith("failed") else ""), flush=True)
+                         if outcome[index].kind == "failed" else ""), flush=True)
             time.sleep(0.1)
     for cell in pending:
-        outcome.setdefault(cell.index, "not run")
+        outcome.setdefault(cell.index, Outcome("not run"))
     return outcome
 
 
@@ -321,7 +351,8 @@ def _handlers(handler: Any) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def summary_rows(sweep: Sweep, out: Path, outcome: Mapping[int, str]) -> list[tuple[str, ...]]:
+def summary_rows(sweep: Sweep, out: Path,
+                 outcome: Mapping[int, Outcome]) -> list[tuple[str, ...]]:
     """(cell, outcome, found arch, test acc) per cell, from the runs' logs."""
     from autogrow.replay import state_of
     from autogrow.storage import EventLog
@@ -330,11 +361,11 @@ def summary_rows(sweep: Sweep, out: Path, outcome: Mapping[int, str]) -> list[tu
     for cell in sweep.cells:
         arch = acc = "-"
         run_dir = out / cell.name
-        if (run_dir / "events.jsonl").is_file():
+        if (run_dir / LOG_NAME).is_file():
             with contextlib.suppress(Exception):
                 with EventLog.open(run_dir, readonly=True) as log:
                     result = state_of(log.records).result
                 if result is not None:
                     arch, acc = result.arch, f"{result.test_acc:.2f}%"
-        rows.append((str(cell.index), cell.name, outcome.get(cell.index, "-"), arch, acc))
+        rows.append((str(cell.index), cell.name, str(outcome.get(cell.index, "-")), arch, acc))
     return rows

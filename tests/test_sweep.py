@@ -165,3 +165,17 @@ def test_the_examples_are_a_valid_spec_and_a_valid_array_job():
                         .replace('"$SLURM_ARRAY_TASK_ID"', "5"))
     args = build_parser().parse_args(words[2:])
     assert (args.func.__name__, args.cell, args.requeue, str(args.out)) == ("cmd_sweep", 5, True, "/o")
+
+
+def test_a_cells_outcome_is_typed_and_the_sweeps_exit_code_follows_from_them():
+    """Sweep and CLI share one typed outcome (issue 23 item 3), not strings to parse."""
+    from autogrow.sweep import Outcome, exit_code
+    assert [str(Outcome.of_exit(c)) for c in (0, 75, 1, 137)] == [
+        "finished", "suspended", "failed (exit 1)", "failed (exit 137)"]
+    assert Outcome.of_exit(137) == Outcome("failed", 137)
+    done, left = Outcome("already finished"), Outcome("not run")
+    assert exit_code([Outcome("finished"), done]) == 0
+    assert exit_code([done, left]) == exit_code([Outcome("suspended")]) == 75
+    assert exit_code([left, Outcome.of_exit(2)]) == 1  # a failure outranks what is left
+    with pytest.raises(ValueError):
+        Outcome("done")

@@ -15,7 +15,7 @@ from autogrow.config import RunConfig
 from autogrow.events import RunStarted
 from autogrow.policies import Phase
 from autogrow.replay import decode_record, state_of
-from autogrow.storage import EventLog, LogMissing, StorageError
+from autogrow.storage import LOCK_NAME, LOG_NAME, EventLog, LogMissing, StorageError
 
 CONFIG_NAME = "config.toml"  # the run's settings, written beside its log when it starts
 
@@ -33,10 +33,10 @@ def fresh(run_dir: Path) -> bool:
 def _unstarted(run_dir: Path) -> bool:
     """A run directory whose log holds no complete record and that has nothing else of value:
     what a launch killed between creating the log and appending ``run_started`` leaves."""
-    allowed = {"events.jsonl", ".lock", CONFIG_NAME}
+    allowed = {LOG_NAME, LOCK_NAME, CONFIG_NAME}
     names = {p.name for p in run_dir.iterdir()}
-    if "events.jsonl" not in names or not names <= allowed | {
-            n for n in names if n.startswith("events.jsonl.torn-")}:
+    if LOG_NAME not in names or not names <= allowed | {
+            n for n in names if n.startswith(f"{LOG_NAME}.torn-")}:
         return False
     try:
         with EventLog.open(run_dir, readonly=True) as event_log:

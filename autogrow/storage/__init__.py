@@ -21,7 +21,7 @@ from .errors import (
     StorageError,
 )
 from ._fs import TEST_MARKER, announce_test_pause, disk_full_message, is_disk_full
-from .log import GENESIS_HASH, EventLog, LogRecord, TornTail, canonical_json
+from .log import GENESIS_HASH, LOCK_NAME, LOG_NAME, EventLog, LogRecord, TornTail, canonical_json
 
 if TYPE_CHECKING:
     from .snapshots import Snapshot, SnapshotStore, snapshot_bytes
@@ -32,6 +32,8 @@ __all__ = [
     "EventLog",
     "InvalidDigest",
     "InvalidPayload",
+    "LOCK_NAME",
+    "LOG_NAME",
     "LogClosed",
     "LogCorrupted",
     "LogLocked",
