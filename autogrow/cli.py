@@ -436,9 +436,17 @@ def _print_verify(report: Any) -> bool:
     for problem in report.problems:
         print(f"FAIL: {problem}")
     verdict = "OK" if report.ok else "FAILED"
-    print(f"{verdict}: {report.records} records, {report.snapshots_checked} snapshots checked, "
-          f"{report.decisions_checked} decisions audited", flush=True)
+    if report.damaged:
+        print(f"{verdict}: the log is damaged after {_count(report.records, 'intact record')}; "
+              "nothing after the damage was read", flush=True)
+    else:
+        print(f"{verdict}: {report.records} records, {report.snapshots_checked} snapshots "
+              f"checked, {report.decisions_checked} decisions audited", flush=True)
     return report.ok
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
 
 
 def _print_reexecution(args: argparse.Namespace, group: Any, the_plan: Any) -> bool:

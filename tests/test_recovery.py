@@ -173,6 +173,12 @@ def test_a_damaged_log_still_forks_from_a_snapshot_before_the_damage(smoke_run, 
     first = _records(tmp_path / "fork")[0]
     assert decode(first.type, first.schema, first.payload).parent_seq == growths[1]
     assert _tree_digest(run) == before  # the damaged parent is untouched
+    report = verify_run(run)  # and verify names the snapshot the fork started from
+    assert report.damaged and report.records == damaged - 1 and not report.ok
+    assert report.notes == (f"the latest snapshot before the damage is seq {growths[1]} ("
+                            f"{dict(live_events(_records(smoke_run)))[growths[1]].describe()}): "
+                            f"`autogrow fork {run} --at {growths[1]} --run-dir NEW` continues "
+                            "from it",)
     _one_line_error(autogrow_cli("fork", str(run), "--at", str(damaged + 1), "--run-dir",
                                  str(tmp_path / "fork2")), f"line {damaged} ", "is corrupted",
                     "fork the run from a snapshot logged before")
@@ -246,3 +252,23 @@ def test_an_error_mid_run_is_logged_and_resume_recovers(smoke_run, tmp_path, mon
     autogrow_cli("resume", str(run_dir), check=True)
     assert verify_run(run_dir).ok
     assert comparable(run_dir) == comparable(smoke_run)
+
+
+@pytest.mark.parametrize("line", [1, 2])
+def test_verify_of_a_log_damaged_before_any_snapshot_counts_what_it_read_and_offers_no_fork(
+        smoke_run, tmp_path, line):
+    """Line 2 damaged: one record was read, and no snapshot precedes the damage, so there is no
+    seq to fork from (the message once said 'FAILED: 0 records' and 'fork from seq 1')."""
+    run = _copy(smoke_run, tmp_path)
+    lines = (run / "events.jsonl").read_bytes().splitlines(keepends=True)
+    lines[line - 1] = lines[line - 1].replace(b'"seq":', b'"seq": ', 1)
+    (run / "events.jsonl").write_bytes(b"".join(lines))
+    proc = autogrow_cli("verify", str(run))
+    assert proc.returncode == 1
+    out = proc.stdout.splitlines()
+    assert out[0] == ("note: no snapshot a fork can start from precedes the damage: restore "
+                      "events.jsonl from a backup, or start the run again")
+    assert out[1].startswith("FAIL: ") and f"line {line} " in out[1]
+    record = "1 intact record" if line == 2 else "0 intact records"
+    assert out[2] == f"FAILED: the log is damaged after {record}; nothing after the damage was read"
+    assert len(out) == 3

@@ -425,18 +425,21 @@ def test_verify_reads_only_a_torn_tail_and_a_locked_log(smoke_run, tmp_path):
 
 
 def test_a_broken_chain_or_an_undecodable_record_is_one_problem(smoke_run, log, tmp_path):
-    """A byte changed in the log: one problem (the log's own error naming the line), no records
-    counted. A re-chained record of an unknown type: one problem naming its seq, the records
-    counted, no snapshot or decision checked."""
+    """A byte changed in the log: one problem (the log's own error naming the line), the intact
+    records before it counted and the latest snapshot among them named as the way on (issue 23
+    item 5; once 0 records and no way on). A re-chained record of an unknown type: one problem
+    naming its seq, the records counted, no snapshot or decision checked."""
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run)
     path = run / "events.jsonl"
     path.write_bytes(path.read_bytes().replace(b'"epoch_completed"', b'"epoch_complete_"', 1))
     broken = verify_run(run)
-    assert len(broken.problems) == 1 and "line" in broken.problems[0] and broken.notes == ()
+    i = index_of(log, "epoch_completed")  # the first one: the damaged line is i + 1
+    assert len(broken.problems) == 1 and f"line {i + 1} " in broken.problems[0]
+    assert broken.damaged and len(broken.notes) == 1
+    assert broken.notes[0].startswith("the latest snapshot before the damage is seq ")
     assert (broken.run_dir, broken.records, broken.snapshots_checked, broken.decisions_checked) == (
-        run, 0, 0, 0)
-    i = index_of(log, "epoch_completed")
+        run, i, 0, 0)
     log[i] = ("no_such_event", 1, {})
     odd = verify_run(forge(smoke_run, log, tmp_path / "odd"))
     assert len(odd.problems) == 1 and odd.problems[0].startswith(f"seq {i + 1}: ")

@@ -36,10 +36,10 @@ from autogrow.events import (
     StageStopped,
 )
 from autogrow.policies import GrowthState, Phase, PolicyError, apply, due
-from autogrow.replay.projection import decode_record, live_records
+from autogrow.replay.projection import decode_record, live_events, live_records
 from autogrow.replay.retention import pruned_digests, retained_digests
 from autogrow.storage.layout import MODEL_PREFIX, section
-from autogrow.storage import EventLog, StorageError
+from autogrow.storage import LOG_NAME, EventLog, LogCorrupted, StorageError
 
 DECISIONS = (PolicyChecked, StageStopped, BlockAdded, GrowthFinished, FinetuneStarted)
 
@@ -55,6 +55,7 @@ class Report:
     snapshots_checked: int
     decisions_checked: int
     failure: str | None = None  # the reason of the run_failed the live log ends in
+    damaged: bool = False  # a record failed to verify: ``records`` counts those before it
 
     @property
     def ok(self) -> bool:
@@ -68,6 +69,9 @@ def verify_run(run_dir: Path) -> Report:
         with EventLog.open(run_dir, readonly=True) as event_log:
             records = event_log.records
             torn = event_log.torn
+    except LogCorrupted as err:
+        return Report(run_dir, (str(err),), (_way_on(run_dir, err.intact),), len(err.intact),
+                      0, 0, damaged=True)
     except StorageError as err:
         return Report(run_dir, (str(err),), (), 0, 0, 0)
     if torn is not None:
@@ -88,6 +92,25 @@ def verify_run(run_dir: Path) -> Report:
     failed = next((ev for _, ev in reversed(live) if isinstance(ev, RunFailed)), None)
     return Report(run_dir, tuple(problems), tuple(notes), len(records), checked, decisions,
                   failed.reason if failed is not None else None)
+
+
+def _way_on(run_dir: Path, intact) -> str:
+    """What can be done with a damaged log: fork from the latest snapshot before the damage
+    that a fork can start from (an epoch boundary, its file present), if there is one."""
+    from autogrow.storage import SnapshotStore  # torch only when snapshots are read
+
+    store = SnapshotStore(run_dir)
+    try:
+        snaps = [(seq, ev) for seq, ev in live_events(intact)
+                 if isinstance(ev, SnapshotWritten) and ev.step == 0 and store.exists(ev.digest)]
+    except CodecError:  # the damage reaches into what decodes: nothing to offer safely
+        snaps = []
+    if not snaps:
+        return (f"no snapshot a fork can start from precedes the damage: restore {LOG_NAME} "
+                "from a backup, or start the run again")
+    seq, ev = snaps[-1]
+    return (f"the latest snapshot before the damage is seq {seq} ({ev.describe()}): "
+            f"`autogrow fork {run_dir} --at {seq} --run-dir NEW` continues from it")
 
 
 def _check_snapshots(run_dir: Path, records, events, problems: list[str],
