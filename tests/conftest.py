@@ -13,10 +13,60 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# -- tiers (docs/testing.md): `make test-fast` runs the fast tier, `make test` every tier ---------
+#: Modules whose tests all run in this process: no training run, no autogrow process (a helper
+#: process of a second or two, e.g. a second lock holder, is fine). Marked `fast`; every other
+#: test is marked `process` (it trains, or starts autogrow or torchrun), torchrun ones `torchrun`.
+FAST_MODULES = frozenset({
+    "test_blocks", "test_channels_last_guard", "test_cli_errors", "test_compare", "test_config",
+    "test_data", "test_device", "test_events", "test_export", "test_log", "test_plot",
+    "test_policies", "test_policy_oracle", "test_preemption_unit", "test_projection",
+    "test_snapshots", "test_trainer",
+})
+TORCHRUN_MODULES = frozenset({"test_distributed", "test_image_folder", "test_initializers"})
+#: Fixtures that train a run (or read one trained for the session): not for the fast tier.
+TRAINING_FIXTURES = frozenset({"smoke_run", "smoke_log", "log", "ddp_run"})
+_refuse_processes = False  # set while a fast-tier test runs: autogrow_cli refuses
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in ("fast: runs in this process, no training run (make test-fast)",
+                 "process: trains a run or starts autogrow/torchrun processes",
+                 "torchrun: starts several processes with torchrun"):
+        config.addinivalue_line("markers", line)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2]
+        if module not in FAST_MODULES:
+            item.add_marker(pytest.mark.process)
+            if module in TORCHRUN_MODULES:
+                item.add_marker(pytest.mark.torchrun)
+            continue
+        trains = TRAINING_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if trains:
+            raise pytest.UsageError(f"{item.nodeid} is in the fast tier (FAST_MODULES) but uses "
+                                    f"{', '.join(sorted(trains))}: move it to a process-level "
+                                    "module")
+        item.add_marker(pytest.mark.fast)
+
+
+@pytest.fixture(autouse=True)
+def _tier_guard(request: pytest.FixtureRequest):
+    """A fast-tier test that starts autogrow in a process fails: the tier stays what it says."""
+    global _refuse_processes
+    _refuse_processes = request.node.get_closest_marker("fast") is not None
+    yield
+    _refuse_processes = False
+
 
 def autogrow_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
                  check: bool = False) -> subprocess.CompletedProcess:
     """Run ``python -m autogrow ARGS`` in a fresh process, as a user would."""
+    if _refuse_processes:
+        raise AssertionError("a fast-tier test started autogrow in a process: move it to a "
+                             "process-level module (tests/conftest.py FAST_MODULES)")
     full_env = dict(os.environ, **(env or {}))
     full_env.setdefault("AUTOGROW_CACHE_DIR", str(REPO / ".pytest_cache" / "autogrow-data"))
     proc = subprocess.run([sys.executable, "-m", "autogrow", *args], capture_output=True,
