@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install data demo test bench mutate clean
+.PHONY: install data slurm demo test test-slurm bench mutate clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,19 @@ demo: install data
 	$(VENV)/bin/autogrow grow --preset demo --run-dir $(RUN_DIR)
 	$(VENV)/bin/autogrow history $(RUN_DIR)
 
-test: install data
+# SLURM's daemons and clients for tests/test_slurm.py (a one-node cluster that the tests start on
+# localhost with scripts/local_slurm.py): Debian's slurm-wlm and munge, installed when missing
+# (needs root, as on CI).
+slurm:
+	@$(PYTHON) scripts/local_slurm.py install
+
+test: install data slurm
 	$(PY) -m pytest -q
+
+# Every SLURM test: `make test`'s two (scancel, a job array) and the ones that wait on SLURM's own
+# clocks, the time limit's USR1 and preemption (about 3 minutes; see docs/testing.md).
+test-slurm: install data slurm
+	$(PY) -m pytest -q -m slurm tests/test_slurm.py
 
 # Mutation testing of the audit's core modules, preemption, retention, re-execution's comparisons
 # and the relaunch plan against their fast in-process tests (pyproject [tool.mutmut]); not part of
