@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install data slurm demo test test-slurm bench mutate clean
+.PHONY: install data slurm demo test test-fast test-slurm bench mutate clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ slurm:
 
 test: install data slurm
 	$(PY) -m pytest -q
+
+# The inner loop: the fast tier only (tests that run in this process, no training run; see
+# docs/testing.md and tests/conftest.py FAST_MODULES).
+test-fast: install
+	$(PY) -m pytest -q -m fast
 
 # Every SLURM test: `make test`'s two (scancel, a job array) and the ones that wait on SLURM's own
 # clocks, the time limit's USR1 and preemption (about 3 minutes; see docs/testing.md).
