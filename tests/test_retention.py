@@ -19,8 +19,10 @@ from autogrow.replay import decode_record, live_events
 from autogrow.replay.retention import (
     growth_snapshots,
     prune,
+    prune_event,
     prune_snapshots,
     pruned_digests,
+    remove_snapshots,
     retained_digests,
 )
 from autogrow.replay.verify import verify_run
@@ -114,6 +116,22 @@ def test_pruned_digests_include_superseded_prunes(tmp_path):
     ])
     assert pruned_digests(_records(tmp_path)) == {b, c}
     assert pruned_digests(_records(tmp_path)[:1]) == set()
+
+
+def test_prune_event_is_the_event_to_append_and_touches_nothing(tmp_path):
+    """During a run the event goes through the run's writer: ``prune_event`` only names the
+    doomed snapshots (None when there are none); ``remove_snapshots`` deletes them after."""
+    d = _run(tmp_path)
+    store = SnapshotStore(tmp_path)
+    before, records = sorted(store.digests()), _records(tmp_path)
+    event = prune_event(records, store, 2)
+    doomed = sorted([d["epoch1"], d["epoch2"], d["epoch3"], d["epoch4"]])
+    assert event == SnapshotsPruned(digests=tuple(doomed))
+    assert sorted(store.digests()) == before and _records(tmp_path) == records
+    sizes = sum(store.path(x).stat().st_size for x in doomed)
+    assert remove_snapshots(store, event.digests) == sizes
+    assert sorted(store.digests()) == sorted(set(before) - set(doomed))
+    assert prune_event(records, store, 2) is None
 
 
 def test_prune_deletes_the_rest_after_logging_each_deletion(tmp_path):

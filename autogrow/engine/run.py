@@ -1,16 +1,16 @@
 """The run loop: fold events → ask the policy what is owed → train/evaluate → append → repeat.
 
-State is never kept beside the log: after every append the event is folded into ``self.state``
-with the same ``apply`` a replay uses, and the next step is read off that state. Snapshots are
-written (durably) before the event that names them: one after every epoch (the state just before
-a policy check, so before any new block) and one after every growth (just after the new block).
+State is never kept beside the log: every event reaches the log through the run's one
+:class:`~autogrow.engine.writer.Writer`, which folds it into the state with the same ``apply`` a
+replay uses and tells the subscribers (progress lines, the live TensorBoard writer, test hooks);
+the next step is read off that state. Snapshots are written (durably) before the event that names
+them: one after every epoch (the state just before a policy check, so before any new block) and
+one after every growth (just after the new block).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import platform
 import time
 import uuid
@@ -31,10 +31,12 @@ from autogrow.engine import steps
 from autogrow.engine.data import DataSplits, load_dataset, steps_per_epoch
 from autogrow.engine.device import Execution, hardware, make_deterministic, resolve_execution
 from autogrow.engine.distributed import SINGLE, Dist, barrier, broadcast_json, gather_strings
+from autogrow.engine.hooks import Hook, hooks_from_env
 from autogrow.engine.preemption import EVALUATION, StopControl, Suspended
 from autogrow.engine.progress import EpochProgress
 from autogrow.engine.relaunch import CONFIG_NAME, fresh, relaunch_plan
 from autogrow.engine.trainer import EVAL_BUFFERS, Trainer
+from autogrow.engine.writer import Writer
 from autogrow.errors import UserError
 from autogrow.events import (
     BlockAdded,
@@ -50,10 +52,10 @@ from autogrow.events import (
     decode,
     encode,
 )
-from autogrow.policies import GrowthState, Phase, apply, base_state, due, fold
+from autogrow.policies import GrowthState, Phase, base_state, due, fold
 from autogrow.replay import decode_record, live_events, state_of
-from autogrow.replay.retention import growth_snapshots, prune_snapshots
-from autogrow.storage import EventLog, LogCorrupted, SnapshotStore
+from autogrow.replay.retention import growth_snapshots, prune_event, remove_snapshots
+from autogrow.storage import EventLog, LogCorrupted, LogRecord, SnapshotStore
 from autogrow.storage.layout import PROGRESS_PREFIX, section
 
 log = structlog.get_logger("autogrow")
@@ -76,6 +78,9 @@ class Controls:
     # missing package fails before the run starts
     tensorboard: str = attrs.field(default="", converter=attrs.converters.pipe(
         attrs.converters.default_if_none(""), str))
+    # test hooks installed on the run when it is built (the loop never reads the environment);
+    # by default those the environment of the process building the controls asks for
+    hooks: tuple[Hook, ...] = attrs.field(factory=hooks_from_env, converter=tuple)
 
     def __attrs_post_init__(self) -> None:
         if self.tensorboard:
@@ -157,32 +162,27 @@ class Run:
         self.execution = execution
         self.data = data
         self.trainer = trainer
-        self.state = state
-        self.tensorboard = None  # the live --tensorboard writer (rank 0)
+        self.writer = Writer(event_log, state, self.group)
+        # called on every rank right after a growth, before the ranks compare their weights
+        self.growth_hooks: list[Callable[[Run, BlockAdded], None]] = []
+        self.writer.subscribe(ProgressLines())
         if self.controls.tensorboard and self.group.is_main:
             from autogrow.replay.tensorboard import LiveTensorBoard
-            self.tensorboard = LiveTensorBoard(self.controls.tensorboard, run_dir)
+            self.writer.subscribe(LiveTensorBoard(self.controls.tensorboard, run_dir, event_log))
+        for install in self.controls.hooks:
+            install(self)
+
+    @property
+    def state(self) -> GrowthState:
+        """The run's state: its log folded (every rank folds rank 0's events)."""
+        return self.writer.state
 
     # -- the log ----------------------------------------------------------------------------
 
-    def append(self, event: Event | None) -> Event:
-        """Fold first (an event that does not fit raises before it is written), then append.
-
-        With several processes rank 0 appends and then broadcasts its event; every rank folds
-        rank 0's event (other ranks' ``event`` only says that they take part).
-        """
-        if self.group.is_main:
-            new_state = apply(self.state, event)
-            record = self.log.append(*encode(event))
-            if self.tensorboard is not None:
-                self.tensorboard.append(self.log, record)
-        if self.group.enabled:
-            sent = broadcast_json(self.group, list(encode(event)) if self.group.is_main else None)
-            if not self.group.is_main:
-                event = decode(*sent)
-                new_state = apply(self.state, event)
-        self.state = new_state
-        return event
+    def append(self, event: Event | Callable[[], Event] | None) -> Event:
+        """:meth:`Writer.append <autogrow.engine.writer.Writer.append>`: fold, write (rank 0),
+        share with every rank, tell the subscribers; a collective."""
+        return self.writer.append(event)
 
     def snapshot(self, label: str, step: int = 0, progress: dict | None = None) -> None:
         """Write the trainer's tensors durably, then the event that names them.
@@ -191,8 +191,8 @@ class Run:
         ``progress`` (the epoch's running sums) lets a resume finish the epoch exactly.
         """
         st = self.state
-        event = None
-        if self.group.is_main:
+
+        def stored() -> SnapshotWritten:  # rank 0 writes the snapshot
             meta = steps.snapshot_metadata(self.trainer, format_arch(st.arch), st.epoch, step,
                                            label)
             tensors = self.trainer.state_tensors()
@@ -200,10 +200,14 @@ class Run:
             started = time.perf_counter()
             digest = self.store.put(tensors, meta)
             self.stop.note_snapshot(time.perf_counter() - started)
-            event = SnapshotWritten(digest=digest, epoch=st.epoch, step=step, label=label)
-        self.append(event)
+            return SnapshotWritten(digest=digest, epoch=st.epoch, step=step, label=label)
+
+        self.append(stored)
         if self.group.is_main:  # bounded disk: drop what neither resume nor fork needs
-            prune_snapshots(self.log, self.store, self.config.snapshot_keep)
+            pruned = prune_event(self.log.records, self.store, self.config.snapshot_keep)
+            if pruned is not None:
+                self.writer.append_local(pruned)  # changes no state: the other ranks' stays
+                remove_snapshots(self.store, pruned.digests)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -222,14 +226,11 @@ class Run:
             if self.group.is_main and self.log is not None and not self.log.closed:
                 with contextlib.suppress(Exception):  # never hide the original error
                     reason = f"{type(err).__name__}: {err}"
-                    failed = RunFailed(reason=reason.splitlines()[0][:500])
-                    record = self.log.append(*encode(failed))
-                    if self.tensorboard is not None:
-                        self.tensorboard.append(self.log, record)
+                    # rank 0 alone: the other ranks may be gone or inside another collective
+                    self.writer.append_local(RunFailed(reason=reason.splitlines()[0][:500]))
             raise
         finally:
-            if self.tensorboard is not None:
-                self.tensorboard.close()
+            self.writer.close()
 
     def _loop(self) -> RunResult:
         if self.state.last_snapshot is None:  # a new run, or one killed before its first snapshot
@@ -243,7 +244,6 @@ class Run:
                     if isinstance(event, BlockAdded):
                         self._grow(event)
                         grew = True
-                    self._report(event)
                 if grew:
                     self.snapshot("growth")
                 continue
@@ -293,13 +293,10 @@ class Run:
         finally:
             bar.close()
         val = steps.evaluate(self.trainer, self.data.val, cfg, ex)
-        record_rank_digest(self.group, f"val {epoch}", self.trainer.net)
         seconds = time.perf_counter() - started
         self.append(EpochCompleted(
             phase=phase, epoch=epoch, arch=format_arch(st.arch), lr=lr, train_loss=train.loss,
             train_acc=train.acc, val_loss=val.loss, val_acc=val.acc, seconds=round(seconds, 3)))
-        log.info("epoch", epoch=epoch, phase=phase, arch=format_arch(st.arch), lr=lr,
-                 train_acc=round(train.acc, 2), val_acc=round(val.acc, 2), seconds=round(seconds, 1))
         self.snapshot("epoch")
 
     def _step_boundary(self, step: int, total: int, sums: Callable[[], dict]) -> None:
@@ -321,8 +318,7 @@ class Run:
         last = st.last_snapshot
         if sums is not None and not (last and last.epoch == st.epoch and last.step == step):
             self.snapshot("suspend", step, sums())
-        event = RunSuspended(signal=reason, epoch=st.epoch, step=step) if self.group.is_main else None
-        self.append(event)
+        self.append(RunSuspended(signal=reason, epoch=st.epoch, step=step))
         if self.group.is_main:
             log.warning("run suspended", reason=reason, epoch=st.epoch, step=step,
                         run_dir=str(self.run_dir))
@@ -336,7 +332,8 @@ class Run:
         if "adam" in info:
             log.info("adam_init", **{k: v for k, v in info["adam"].items()
                                      if isinstance(v, (int, float, str))})
-        perturb_for_test(group, self.trainer.net)
+        for hook in self.growth_hooks:
+            hook(self, event)
         if group.enabled:  # every rank must now hold the very same net
             digests = gather_strings(group, weights_digest(self.trainer.net))
             if len(set(digests)) != 1:
@@ -344,57 +341,37 @@ class Run:
                                f"({', '.join(d[:12] for d in digests)}); the run cannot continue")
             log.info("ranks agree", growth=event.growth_index, weights_digest=digests[0][:16],
                      ranks=group.world_size)
-        record_rank_digest(group, f"growth {event.growth_index}", self.trainer.net)
-
-    def _report(self, event: Event) -> None:
-        if isinstance(event, PolicyChecked):
-            best = max(self.state.val_history) if self.state.val_history else 0.0
-            log.info("policy check", epoch=event.epoch, arch=format_arch(self.state.arch),
-                     val_acc=round(self.state.val_history[-1], 2), best=round(best, 2),
-                     delta=event.stop_delta, decision=event.decision)
 
     def _finish(self) -> RunResult:
         net = self.trainer.net
         test = steps.evaluate(self.trainer, self.data.test, self.config, self.execution)
-        record_rank_digest(self.group, "test", net)
         val_acc = self.state.last_epoch.val_acc if self.state.last_epoch else 0.0
-        event = None
-        if self.group.is_main:
-            event = RunFinished(
-                arch=net.arch, val_acc=val_acc, test_acc=test.acc, params=count_params(net),
-                flops=count_flops(net), weights_digest=weights_digest(net), test_loss=test.loss)
-        event = self.append(event)
-        log.info("run finished", arch=event.arch, val_acc=round(val_acc, 2),
-                 test_acc=round(test.acc, 2), params=event.params, flops=event.flops)
+        self.append(lambda: RunFinished(
+            arch=net.arch, val_acc=val_acc, test_acc=test.acc, params=count_params(net),
+            flops=count_flops(net), weights_digest=weights_digest(net), test_loss=test.loss))
         return result_of(self.run_dir, self.state)
 
 
-RANK_DIGESTS_ENV = "AUTOGROW_RANK_DIGESTS"
-PERTURB_RANK_ENV = "AUTOGROW_TEST_PERTURB_RANK"
+class ProgressLines:
+    """Subscriber: the log lines of a run's epochs, policy checks and end (every rank logs them;
+    the CLI shows rank 0's)."""
 
+    def on_event(self, record: LogRecord | None, event: Event, state: GrowthState) -> None:
+        if isinstance(event, EpochCompleted):
+            log.info("epoch", epoch=event.epoch, phase=event.phase, arch=event.arch, lr=event.lr,
+                     train_acc=round(event.train_acc, 2), val_acc=round(event.val_acc, 2),
+                     seconds=round(event.seconds, 1))
+        elif isinstance(event, PolicyChecked):
+            best = max(state.val_history) if state.val_history else 0.0
+            log.info("policy check", epoch=event.epoch, arch=format_arch(state.arch),
+                     val_acc=round(state.val_history[-1], 2), best=round(best, 2),
+                     delta=event.stop_delta, decision=event.decision)
+        elif isinstance(event, RunFinished):
+            log.info("run finished", arch=event.arch, val_acc=round(event.val_acc, 2),
+                     test_acc=round(event.test_acc, 2), params=event.params, flops=event.flops)
 
-def perturb_for_test(group: Dist, net: torch.nn.Module) -> None:
-    """Test hook: with ``AUTOGROW_TEST_PERTURB_RANK=R`` rank R nudges its head's bias after
-    every growth, as a rank that drew a different block would, so a test can show the ranks'
-    digest check stops the run."""
-    target = os.environ.get(PERTURB_RANK_ENV)
-    if target is not None and int(target) == group.rank:
-        with torch.no_grad():
-            net.head.bias.add_(1e-3)
-
-
-def record_rank_digest(group: Dist, point: str, net: torch.nn.Module) -> None:
-    """Test hook: with ``AUTOGROW_RANK_DIGESTS=DIR`` each rank appends the digest of its net's
-    whole state (parameters and buffers) at ``point`` — after every growth ("growth N") and
-    every evaluation ("val EPOCH", "test"), which leaves the state as it evaluated it — to
-    ``DIR/rank<r>.jsonl``, so a test can compare ranks independently."""
-    target = os.environ.get(RANK_DIGESTS_ENV)
-    if not target:
-        return
-    path = Path(target) / f"rank{group.rank}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as out:
-        out.write(json.dumps({"point": point, "digest": weights_digest(net)}) + "\n")
+    def close(self) -> None:
+        pass
 
 
 def result_of(run_dir: Path, state: GrowthState) -> RunResult:
@@ -430,14 +407,15 @@ def start_run(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE,
     barrier(group)  # every rank has checked the directory before rank 0 creates the run
     with _writer(run_dir, group, create=True) as event_log:
         stored = attrs.evolve(config, threads=execution.threads).to_dict()
-        event = None
-        if group.is_main:
+
+        def started() -> RunStarted:  # rank 0 writes config.toml, then the event
             (run_dir / CONFIG_NAME).write_text(tomli_w.dumps({"run": stored}))
-            event = RunStarted(run_id=uuid.uuid4().hex, config=stored, seed=config.seed,
-                               versions=software_versions(execution, group))
+            return RunStarted(run_id=uuid.uuid4().hex, config=stored, seed=config.seed,
+                              versions=software_versions(execution, group))
+
         run = Run(run_dir, event_log, config, execution, data, trainer, GrowthState(),
                   controls=controls)
-        run.append(event)
+        run.append(started)
         log.info("run started", run_dir=str(run_dir), data=data.describe()["sizes"],
                  **execution.describe(), processes=group.world_size)
         return run.loop()
@@ -504,8 +482,7 @@ def resume_run(run_dir: str | Path, group: Dist = SINGLE,
             if not group.is_main:  # rank 0 carries the global sums; the others add to them
                 progress = {k: torch.zeros_like(v) for k, v in progress.items()}
             run.resume_progress = (step, progress)
-        event = RunResumed(from_seq=plan["from_seq"], snapshot=digest or "") if group.is_main else None
-        run.append(event)
+        run.append(RunResumed(from_seq=plan["from_seq"], snapshot=digest or ""))
         log.info("run resumed", run_dir=str(run_dir), from_seq=plan["from_seq"], epoch=state.epoch,
                  arch=format_arch(state.arch), processes=group.world_size)
         return run.loop()

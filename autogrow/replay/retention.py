@@ -43,27 +43,42 @@ def pruned_digests(records: Sequence[LogRecord]) -> set[str]:
     return out
 
 
-def prune_snapshots(event_log: EventLog, store: SnapshotStore, keep: int) -> tuple[list[str], int]:
-    """Delete the stored snapshots outside the retained set, after appending the
-    ``snapshots_pruned`` event that names them; returns (removed digests, bytes freed).
+def prune_event(records: Sequence[LogRecord], store: SnapshotStore,
+                keep: int) -> SnapshotsPruned | None:
+    """The ``snapshots_pruned`` event to append before deleting the stored snapshots outside
+    the retained set (None when there are none); :func:`remove_snapshots` deletes them once the
+    event is logged (a run appends it through its writer, ``prune`` straight to the log)."""
+    kept = retained_digests(records, keep)
+    doomed = tuple(d for d in store.digests() if d not in kept)
+    return SnapshotsPruned(digests=doomed) if doomed else None
 
-    The caller holds the writer lock (``event_log`` is writable). A crash after the event and
-    before a deletion leaves a file the event names: harmless, the next prune removes it.
+
+def remove_snapshots(store: SnapshotStore, digests: Sequence[str]) -> int:
+    """Delete the snapshots a logged ``snapshots_pruned`` event names; returns the bytes freed.
+
+    A crash after the event and before a deletion leaves a file the event names: harmless, the
+    next prune removes it; a file already gone is skipped (and not counted).
     """
-    kept = retained_digests(event_log.records, keep)
-    doomed = [d for d in store.digests() if d not in kept]
-    if not doomed:
-        return [], 0
-    event_log.append(*encode(SnapshotsPruned(digests=tuple(doomed))))
     freed = 0
-    for digest in doomed:
+    for digest in digests:
         try:
             size = store.path(digest).stat().st_size
             store.remove(digest)
             freed += size
         except (FileNotFoundError, SnapshotMissing):
             pass
-    return doomed, freed
+    return freed
+
+
+def prune_snapshots(event_log: EventLog, store: SnapshotStore, keep: int) -> tuple[list[str], int]:
+    """:func:`prune_event` appended to ``event_log``, then :func:`remove_snapshots`; returns
+    (removed digests, bytes freed). The caller holds the writer lock and no run is going (a
+    running run appends the event through its writer)."""
+    event = prune_event(event_log.records, store, keep)
+    if event is None:
+        return [], 0
+    event_log.append(*encode(event))
+    return list(event.digests), remove_snapshots(store, event.digests)
 
 
 def prune(run_dir: Path, keep: int) -> tuple[list[str], int]:

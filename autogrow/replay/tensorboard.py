@@ -398,32 +398,35 @@ def export_runs(runs: Sequence[str | Path], logdir: str | Path) -> list[tuple[Pa
 
 
 class LiveTensorBoard:
-    """The ``--tensorboard LOGDIR`` writer of a running run (rank 0 only).
+    """The ``--tensorboard LOGDIR`` writer of a running run (rank 0 only): a subscriber of the
+    run's writer (:class:`~autogrow.engine.writer.Subscriber`), attached where the run is built.
 
-    On the first event this process appends it rewrites ``LOGDIR/<run name>`` from the log's live
-    events so far (that event included: after a resume, the ``run_resumed`` marker drops what the
-    resume superseded), then writes each appended event and flushes. A failure to write never
-    stops the run: it is logged once and the writer turns itself off.
+    On the first event this process appends it rewrites ``LOGDIR/<run name>`` from the live
+    events of ``event_log`` so far (that event included: after a resume, the ``run_resumed``
+    marker drops what the resume superseded), then writes each appended event with the run's
+    state after it and flushes. A failure to write never stops the run: it is logged once and
+    the writer turns itself off.
     """
 
-    def __init__(self, logdir: str | Path, run_dir: str | Path) -> None:
+    def __init__(self, logdir: str | Path, run_dir: str | Path, event_log: EventLog) -> None:
         require_tensorboard()
         self.logdir = Path(logdir)
         self.run_dir = Path(run_dir)
+        self.event_log = event_log
         _check_target(run_log_dir(self.logdir, self.run_dir), self.run_dir)
         self.sink: TensorBoardSink | None = None
         self.failed = False
 
-    def append(self, event_log: EventLog, record: LogRecord) -> None:
-        """``record`` was just appended to ``event_log``."""
-        if self.failed:
+    def on_event(self, record: LogRecord | None, event: Event, state: GrowthState) -> None:
+        """``event`` was just appended as ``record``; ``state`` is the run's after it."""
+        if self.failed or record is None:
             return
         try:
             if self.sink is None:
-                self.sink = open_sink(self.logdir, self.run_dir, event_log.records,
+                self.sink = open_sink(self.logdir, self.run_dir, self.event_log.records,
                                       flush_each=True)
             else:
-                self.sink.write_record(record)
+                self.sink.write(Step(record.seq, event, state), _wall_time(record.ts))
         except Exception as err:  # noqa: BLE001 - TensorBoard output must not stop training
             self.failed = True
             log.warning("tensorboard output failed; no more is written for this launch",
