@@ -85,8 +85,8 @@ def _add_launch_flags(parser: argparse.ArgumentParser, *, relaunch: bool) -> Non
     group.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=None,
                        help="after a suspend by USR1 (SLURM's --signal=USR1@N) or the time budget, "
                             "`scontrol requeue` this job (an array task by its own "
-                            "ARRAYJOB_TASK id); never after SIGTERM, which is what scancel and "
-                            "a preemption send (SLURM requeues a preempted job itself)")
+                            "ARRAYJOB_TASK id); after SIGTERM (scancel's signal) only while "
+                            "SLURM is preempting the job")
     group.add_argument("--log-every", type=float, metavar="SECONDS",
                        help="seconds between progress lines when stderr is not a terminal "
                             "(default 60; 0 = every step)")

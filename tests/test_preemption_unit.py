@@ -28,6 +28,7 @@ from autogrow.engine.preemption import (
     StopControl,
     Suspended,
     job_end,
+    preempted,
     requeue,
     slurm_end_time,
     slurm_job,
@@ -332,15 +333,40 @@ def test_requeue_runs_scontrol_from_the_given_path_when_the_jobs_clock_ran_out(t
 
 
 @pytest.mark.parametrize("reason", ["TERM", "INT"])
-def test_scancel_or_a_preemption_is_never_undone_by_a_requeue(tmp_path, reason):
-    """SIGTERM is scancel's signal and a preemption's (SLURM requeues that itself): the run is
-    saved, the job is not requeued, and scontrol is not even asked."""
-    args = _fake_slurm(tmp_path / "bin", 0)
+def test_scancel_is_never_undone_by_a_requeue(tmp_path, reason):
+    """SIGTERM is scancel's signal: the run is saved, the job is not requeued (scontrol is
+    asked only whether the job is being preempted: PreemptTime=None says it is not)."""
+    args = _fake_slurm(tmp_path / "bin", 0, "JobId=4242 JobName=x PreemptTime=None Restarts=0")
     done, message = requeue(reason, {"SLURM_JOB_ID": "4242", "PATH": str(tmp_path / "bin")})
-    assert not done and not args.exists()
-    assert message == (f"--requeue: not requeued after SIG{reason} (scancel or a preemption; "
-                       "SLURM requeues a preempted job itself under PreemptMode=REQUEUE); "
-                       "relaunch the same command or `autogrow resume RUN` to continue")
+    assert not done and args.read_text() == "show job 4242\n"
+    assert message == (f"--requeue: not requeued after SIG{reason} (scancel, or a preemption "
+                       "SLURM requeues itself); relaunch the same command or `autogrow resume "
+                       "RUN` to continue")
+    assert not requeue(reason, {})[0]  # outside SLURM: nothing to ask, nothing requeued
+
+
+def test_a_preemption_inside_its_grace_time_is_requeued_by_the_run(tmp_path):
+    """SLURM 22.05 does not requeue a preempted job that ends within its GraceTime (the run ends
+    in a second): while PreemptTime is set, a SIGTERM is a preemption's and the run requeues."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = bin_dir / "calls"
+    (bin_dir / "scontrol").write_text(
+        f"#!/bin/sh\necho \"$@\" >> '{calls}'\n"
+        "[ \"$1\" = show ] && echo 'JobId=7 PreemptTime=2026-12-07T15:00:00 Restarts=0'\n"
+        "exit 0\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    done, message = requeue("TERM", {"SLURM_JOB_ID": "7", "PATH": str(bin_dir)})
+    assert (done, message) == (True, "requeued SLURM job 7 (scontrol requeue 7)")
+    assert calls.read_text() == "show job 7\nrequeue 7\n"
+
+
+@pytest.mark.parametrize("code, stdout", [(1, "PreemptTime=2026-12-07T15:00:00"), (0, ""),
+                                          (0, "JobId=7 PreemptTime=None")])
+def test_no_preemption_unless_scontrol_says_so(tmp_path, code, stdout):
+    _fake_slurm(tmp_path / "bin", code, stdout)
+    assert not preempted("7", {"PATH": str(tmp_path / "bin")})
+    assert not preempted("7", {"PATH": str(tmp_path / "none")})
 
 
 def test_an_array_task_requeues_itself_alone(tmp_path):

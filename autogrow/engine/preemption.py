@@ -9,11 +9,13 @@ log and snapshots still hold, so even that run resumes from its last snapshot. T
 installed only while the run loop runs (``with stop:``); before it a signal ends the process as
 usual, since there is nothing to save yet.
 
-On SLURM (``--requeue``) the run requeues its own job only when the stop came from the job's
-clock: USR1 (what ``--signal=USR1@N`` sends before the time limit) or the time budget. SIGTERM
-and SIGINT also suspend with a snapshot but never requeue: SIGTERM is what ``scancel`` sends (a
-user who cancels a job means it) and what a preemption sends (SLURM requeues a preempted job
-itself under ``PreemptMode=REQUEUE``, so requeueing too would be a second requeue). An array
+On SLURM (``--requeue``) the run requeues its own job when the stop came from the job's clock:
+USR1 (what ``--signal=USR1@N`` sends before the time limit) or the time budget. SIGTERM and
+SIGINT also suspend with a snapshot but requeue only if SLURM is preempting the job (its
+``PreemptTime`` is set): SIGTERM is also what ``scancel`` sends, and a user who cancels a job
+means it. SLURM 22.05 requeues a preempted job itself only when it is still running at the end
+of its GraceTime; the run ends within a second, so it requeues itself (with GraceTime=0 the job
+is already pending and scontrol says so: no second requeue). An array
 task is requeued by its own id, ``<array job>_<task>``, never by its ``SLURM_JOB_ID``, which for
 one task equals the array's id and would requeue every task.
 """
@@ -240,12 +242,14 @@ def _test_pause_step() -> int | str | None:
 
 def requeue(reason: str, environ: Mapping[str, str] = os.environ) -> tuple[bool, str]:
     """After a suspend by ``reason``: ``scontrol requeue`` this job (:func:`slurm_job`) when the
-    job's clock ran out (:data:`REQUEUE_REASONS`); (done, what happened, in words)."""
-    if reason not in REQUEUE_REASONS:
-        return False, (f"--requeue: not requeued after SIG{reason} (scancel or a preemption; "
-                       "SLURM requeues a preempted job itself under PreemptMode=REQUEUE); "
-                       "relaunch the same command or `autogrow resume RUN` to continue")
+    job's clock ran out (:data:`REQUEUE_REASONS`), or when a SIGTERM came from a preemption
+    (:func:`preempted`): SLURM 22.05 does not requeue a preempted job that ends within its
+    GraceTime, and the run ends in about a second. (done, what happened, in words)."""
     job = slurm_job(environ)
+    if reason not in REQUEUE_REASONS and (job is None or not preempted(job, environ)):
+        return False, (f"--requeue: not requeued after SIG{reason} (scancel, or a preemption "
+                       "SLURM requeues itself); relaunch the same command or `autogrow resume "
+                       "RUN` to continue")
     if job is None:
         return False, ("--requeue: SLURM_JOB_ID is not set (not inside a SLURM job); "
                        "relaunch the same command to continue")
@@ -257,6 +261,21 @@ def requeue(reason: str, environ: Mapping[str, str] = os.environ) -> tuple[bool,
     if proc.returncode != 0:
         return False, _failed(f"scontrol requeue {job}", proc)
     return True, f"requeued SLURM job {job} (scontrol requeue {job})"
+
+
+def preempted(job: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether SLURM is preempting ``job`` (``scontrol show job`` has a PreemptTime): then its
+    SIGTERM is a preemption's, not scancel's. False when scontrol cannot say."""
+    exe = shutil.which("scontrol", path=environ.get("PATH"))
+    if exe is None:
+        return False
+    try:
+        proc = subprocess.run([exe, "show", "job", job], capture_output=True, text=True,
+                              check=False, timeout=SQUEUE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return False
+    fields = dict(word.partition("=")[::2] for word in proc.stdout.split() if "=" in word)
+    return proc.returncode == 0 and fields.get("PreemptTime", "None") not in ("None", "")
 
 
 def _failed(command: str, proc: subprocess.CompletedProcess) -> str:
