@@ -392,9 +392,11 @@ def test_the_time_limit_signal_requeues_once_and_the_run_finishes_as_if_uninterr
 def test_a_preempted_job_is_requeued_once_and_the_run_finishes_as_if_uninterrupted(
         cluster, jobs, tmp_path, tiny_reference, grace):
     """A job of the `high` partition that needs every CPU preempts the held run's job in `low`
-    (PreemptMode=REQUEUE): the run gets SIGTERM, snapshots and exits 75 without requeueing; the
-    job must come back exactly once (Restarts=1) and finish with the uninterrupted digest.
-    With GraceTime the job is still RUNNING when it exits; without, SLURM requeued it already."""
+    (PreemptMode=REQUEUE): the run gets SIGTERM, snapshots and exits 75; the job must come back
+    exactly once (Restarts=1) and finish with the uninterrupted digest. Without a grace time
+    SLURM has requeued the job already (PENDING while its processes end); with one the job is
+    still RUNNING, with a PreemptTime, and SLURM 22.05 does not requeue a job that ends within
+    its grace time: the run must requeue it (it ended FAILED, Restarts=0, before 3ba08bf)."""
     cluster.run("scontrol", "update", "PartitionName=low", f"GraceTime={grace}")
     job, run_dir, log = slurm_job(tmp_path, cluster, jobs, PAUSE_AFTER_GROWTH)
     wait_for_pause(cluster, job, log)
