@@ -55,7 +55,7 @@ def convs_per_block(family: str) -> int:
     for prefix, convs in sorted(CONVS_PER_BLOCK.items(), key=lambda kv: -len(kv[0])):
         if name.startswith(prefix):
             return convs
-    raise ValueError(
+    raise InputError(
         f"unknown network family {family!r}: cannot count its layers; "
         f"expected a name starting with one of {', '.join(CONVS_PER_BLOCK)}"
     )

@@ -579,13 +579,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or a broken run, reported in one line; anything else is a
     bug and keeps its traceback."""
     from autogrow.errors import UserError
-    from autogrow.events import CodecError
-    from autogrow.policies import PolicyError
-    from autogrow.replay.export import ExportError
-    from autogrow.replay.report.summary import ReportError
-    from autogrow.replay.tensorboard import TensorBoardError
-    return (UserError, CodecError, PolicyError, ExportError, ReportError, TensorBoardError,
-            FileNotFoundError)
+    return (UserError, FileNotFoundError)
 
 
 def _disk_full(err: BaseException, args: argparse.Namespace) -> str | None:

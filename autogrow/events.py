@@ -16,8 +16,10 @@ from typing import Any, ClassVar
 
 import attrs
 
+from autogrow.errors import UserError
 
-class CodecError(ValueError):
+
+class CodecError(UserError, ValueError):
     """A record cannot be turned into an event (unknown type, future schema, bad payload)."""
 
 

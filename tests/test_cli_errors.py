@@ -13,6 +13,11 @@ from autogrow.engine.data import DataError
 from autogrow.engine.device import DeviceError
 from autogrow.engine.run import RunError
 from autogrow.errors import InputError, UserError
+from autogrow.events import CodecError
+from autogrow.policies import PolicyError
+from autogrow.replay.export import ExportError
+from autogrow.replay.report.summary import ReportError
+from autogrow.replay.tensorboard import TensorBoardError, TensorBoardMissing
 from autogrow.storage import LogCorrupted, StorageError
 from autogrow.sweep import SweepError
 
@@ -31,6 +36,11 @@ def _resume_raises(monkeypatch, error: BaseException) -> None:
     ConfigError("unknown setting 'x'"),
     SweepError("the spec has no cells"),
     InputError("malformed arch string '1-x'"),
+    CodecError("unknown event type 'x'"),
+    PolicyError("growth_finished does not fit phase finetuning"),
+    ExportError("the run has no final snapshot"),
+    ReportError("not a run and not a directory of runs"),
+    TensorBoardMissing("pip install tensorboard"),
 ], ids=lambda e: type(e).__name__)
 def test_bad_input_or_a_broken_run_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, error):
     _resume_raises(monkeypatch, error)
@@ -55,11 +65,20 @@ def test_any_other_exception_is_a_bug_and_keeps_its_traceback(monkeypatch, capsy
 
 def test_every_typed_error_is_a_user_error_and_keeps_its_old_base():
     """Callers that caught ValueError or RuntimeError still do; `except UserError` catches all."""
-    for kind in (ConfigError, SweepError, InputError):
+    for kind in (ConfigError, SweepError, InputError, CodecError, ExportError, ReportError,
+                 TensorBoardError):
         assert issubclass(kind, UserError) and issubclass(kind, ValueError)
-    for kind in (RunError, DataError, DeviceError):
+    for kind in (RunError, DataError, DeviceError, PolicyError):
         assert issubclass(kind, UserError) and issubclass(kind, RuntimeError)
     assert issubclass(StorageError, UserError)
+    assert cli.user_errors() == (UserError, FileNotFoundError)  # no module's own list to keep
+
+
+def test_an_unknown_family_s_layer_count_is_bad_input():
+    """The family name comes from the user's config (plot and report count its layers)."""
+    from autogrow.arch import convs_per_block
+    with pytest.raises(InputError, match="unknown network family"):
+        convs_per_block("transformer")
 
 
 def test_a_malformed_value_from_the_command_line_is_bad_input(capsys, tmp_path):

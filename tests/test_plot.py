@@ -22,6 +22,7 @@ from autogrow.events import (
     encode,
 )
 from autogrow.arch import layer_count
+from autogrow.errors import InputError
 from autogrow.replay import live_events
 from autogrow.replay.plot import plot_data, plot_run
 from autogrow.storage import EventLog
@@ -191,7 +192,7 @@ def test_plot_run_mid_growth_and_other_format(tmp_path: Path) -> None:
 def test_plot_run_without_epochs_is_an_error(tmp_path: Path) -> None:
     run = write_log(tmp_path / "run", [started()])
     out = tmp_path / "figure2.png"
-    with pytest.raises(ValueError, match="no completed epoch") as info:
+    with pytest.raises(InputError, match="no completed epoch") as info:
         plot_run(run, out)
     assert "\n" not in str(info.value)
     assert not out.exists()

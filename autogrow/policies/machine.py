@@ -17,6 +17,7 @@ import attrs
 from transitions import Machine, MachineError
 
 from autogrow.arch import Arch, format_arch
+from autogrow.errors import UserError
 from autogrow.events import (
     BlockAdded,
     EpochCompleted,
@@ -59,7 +60,7 @@ TRANSITIONS = [
 ]
 
 
-class PolicyError(RuntimeError):
+class PolicyError(UserError, RuntimeError):
     """An event does not fit the state it is applied to (out of order, wrong phase)."""
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from autogrow.blocks import build_net, save_model, weights_digest
+from autogrow.errors import InputError
 from autogrow.events import SnapshotWritten
 from autogrow.replay.projection import live_events, state_of
 from autogrow.storage.layout import MODEL_PREFIX, section
@@ -13,7 +14,7 @@ from autogrow.storage import EventLog, SnapshotStore
 
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """The run has nothing to export, or its weights do not match its log."""
 
 

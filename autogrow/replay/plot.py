@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from autogrow.arch import DEFAULT_FAMILY, layer_count
+from autogrow.errors import InputError
 from autogrow.events import (
     BlockAdded,
     EpochCompleted,
@@ -153,7 +154,7 @@ def plot_run(run_dir: Path, out: Path, *, dpi: int = 150) -> Path:
     """Draw Figure 2 for the run in ``run_dir`` into ``out`` (format from its extension, PNG when
     it has none); parent directories are created. Returns ``out``.
 
-    Raises ValueError when the run has no completed epoch yet.
+    Raises InputError when the run has no completed epoch yet.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -168,7 +169,7 @@ def plot_run(run_dir: Path, out: Path, *, dpi: int = 150) -> Path:
         events = live_events(log.records)
     data = plot_data(events)
     if not data["epochs"]:
-        raise ValueError(f"run {run_dir} has no completed epoch yet; nothing to plot")
+        raise InputError(f"run {run_dir} has no completed epoch yet; nothing to plot")
 
     epochs = data["epochs"]
     last = epochs[-1]

@@ -40,6 +40,7 @@ from typing import Any
 import structlog
 
 from autogrow.arch import DEFAULT_FAMILY, layer_count
+from autogrow.errors import InputError
 from autogrow.events import (
     BlockAdded,
     EpochCompleted,
@@ -79,7 +80,7 @@ TEXT_TAGS = {PolicyChecked: POLICY_TAG, BlockAdded: GROWTH_TAG, StageStopped: GR
 _EVENT_FILE_PREFIX = "events.out.tfevents."
 
 
-class TensorBoardError(ValueError):
+class TensorBoardError(InputError):
     """TensorBoard output cannot be written (bad run, clashing names, package missing)."""
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from autogrow.arch import DEFAULT_FAMILY, format_arch, layer_count, parse_arch
+from autogrow.errors import InputError
 from autogrow.events import BlockAdded, CodecError, EpochCompleted, RunStarted, RunSuspended
 from autogrow.policies import GrowthState, PolicyError
 from autogrow.replay.projection import project
@@ -18,7 +19,7 @@ from autogrow.storage import EventLog, StorageError
 from autogrow.storage.log import LOG_NAME
 
 
-class ReportError(ValueError):
+class ReportError(InputError):
     """A path given to ``report`` is neither a run nor a directory of runs, or the output
     directory cannot hold a report."""
 
