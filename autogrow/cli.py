@@ -27,7 +27,6 @@ from autogrow.config import (
     EXIT_DISK_FULL,
     EXIT_RESUMABLE,
     PRESETS,
-    STOP_SIGNALS,
     LaunchOptions,
     RunConfig,
     baseline_overrides,
@@ -64,48 +63,24 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ())
 
 
 def _add_launch_flags(parser: argparse.ArgumentParser, *, relaunch: bool) -> None:
-    """How this launch behaves (never stored in the run; also keys of a --config file)."""
+    """One flag per LaunchOptions field (how this launch behaves; never stored in the run, also
+    keys of a --config file); ``--resume-if-exists`` only where a run can start."""
     group = parser.add_argument_group(
         "preemption, progress and loading (this launch only; also keys of a --config file)")
-    if relaunch:
-        group.add_argument("--resume-if-exists", action=argparse.BooleanOptionalAction,
-                           default=None,
-                           help="if --run-dir holds a run with these very settings, continue it "
-                                "(or print its result if it finished); refuse if settings differ. "
-                                "Makes the same command safe to relaunch (job scripts, requeue, "
-                                "torchrun --max-restarts)")
-    group.add_argument("--stop-signals", metavar="SIGS",
-                       help="signals that suspend the run at the next step boundary with a "
-                            f"snapshot, exit {EXIT_RESUMABLE}; comma-separated from "
-                            f"{','.join(STOP_SIGNALS)}; '' = none (default TERM,INT,USR1)")
-    group.add_argument("--time-limit", metavar="DURATION",
-                       help="suspend the same way before this much wall time has passed, e.g. "
-                            "3h50m, 90m, 1:30:00; inside a SLURM job also the job's end "
-                            "(SLURM_JOB_END_TIME, else squeue), whichever is first (default none)")
-    group.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=None,
-                       help="after a suspend by USR1 (SLURM's --signal=USR1@N) or the time budget, "
-                            "`scontrol requeue` this job (an array task by its own "
-                            "ARRAYJOB_TASK id); after SIGTERM (scancel's signal) only while "
-                            "SLURM is preempting the job")
-    group.add_argument("--log-every", type=float, metavar="SECONDS",
-                       help="seconds between progress lines when stderr is not a terminal "
-                            "(default 60; 0 = every step)")
-    group.add_argument("--workers", metavar="N",
-                       help="loader processes that decode on-disk images (ImageNet folders); "
-                            "auto = the CPU cores available / processes on this machine, at "
-                            "most 8; 0 = decode in the training process. Batches are the same "
-                            "whatever the count (default auto)")
-    group.add_argument("--tensorboard", metavar="LOGDIR",
-                       help="also write TensorBoard files as the run goes, to LOGDIR/<run "
-                            "directory name> (scalars per epoch, decisions, config as hparams; "
-                            "a resume rewrites them from the log, so no epoch appears twice); "
-                            "needs pip install 'autogrow[tensorboard]' (default none)")
+    for field in attrs.fields(LaunchOptions):
+        if field.metadata["relaunch_only"] and not relaunch:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if field.type == "bool":
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=field.metadata["help"])
+        else:  # values are parsed with the rest of the launch options, in their words
+            group.add_argument(flag, dest=field.name, metavar=field.metadata["metavar"],
+                               default=None, help=field.metadata["help"])
 
 
 def _launch(args: argparse.Namespace) -> LaunchOptions:
-    names = ("resume_if_exists", "stop_signals", "time_limit", "requeue", "log_every", "workers",
-             "tensorboard")
-    flags = {k: getattr(args, k, None) for k in names}
+    flags = {f.name: getattr(args, f.name, None) for f in attrs.fields(LaunchOptions)}
     return resolve_launch(getattr(args, "config_file", None), flags)
 
 
@@ -284,8 +259,7 @@ def _drive(launch: LaunchOptions, device: str, body: Callable[[Any, Any], Any]) 
                     if stop.deadline is not None else "never")
             log.info("time budget", ends=ends, source=stop.budget)
         try:
-            body(group, Controls(stop=stop, log_every=launch.log_every, workers=launch.workers,
-                          tensorboard=launch.tensorboard))
+            body(group, Controls(stop=stop, launch=launch))
         except Suspended as suspended:
             if group.is_main:
                 print(f"autogrow: {suspended}; the run is saved — relaunch the same command "
@@ -362,7 +336,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return _start(config, args.out / cell.name, attrs.evolve(launch, resume_if_exists=True))
     outcome = sw.run_local(spec, args.out, jobs=args.jobs,
                            threads=args.threads or sw.default_threads(args.jobs),
-                           launch_args=_launch_argv(args))
+                           launch=launch)
     rows = sw.summary_rows(spec, args.out, outcome)
     print(f"# sweep {args.spec} -> {args.out}")
     for row in rows:
@@ -370,16 +344,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     counts = collections.Counter(o.kind for o in outcome.values())
     print("# " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
     return sw.exit_code(outcome.values())
-
-
-def _launch_argv(args: argparse.Namespace) -> list[str]:
-    """This launch's flags, passed on to each cell's process."""
-    argv: list[str] = []
-    for name in ("stop_signals", "time_limit", "log_every", "workers", "tensorboard"):
-        value = getattr(args, name, None)
-        if value is not None:
-            argv += ["--" + name.replace("_", "-"), str(value)]
-    return argv
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -369,25 +369,70 @@ def parse_signals(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def launch_option(default: Any, help: str, *, metavar: str = "", converter: Any = None,
+                  relaunch_only: bool = False) -> Any:
+    """A LaunchOptions field and what it means, said once: ``help`` (with ``metavar``) is its
+    line in ``--help``, where the CLI's flag is made from it; ``relaunch_only`` options exist
+    only on the commands that can start a run (grow, train)."""
+    return attrs.field(default=default, converter=converter,
+                       metadata={"help": help, "metavar": metavar,
+                                 "relaunch_only": relaunch_only})
+
+
 @attrs.frozen(kw_only=True)
 class LaunchOptions:
-    """How this launch behaves; TOML keys and flags of the same names (``-`` for ``_``)."""
+    """How this launch behaves, never stored in the run: TOML keys of a --config file and flags
+    of the same names (``-`` for ``_``). The CLI, ``sweep`` (which passes them on to each cell's
+    command) and the engine's :class:`~autogrow.engine.run.Controls` take this one type."""
 
-    resume_if_exists: bool = False   # the same command relaunched continues the run
-    stop_signals: tuple[str, ...] = attrs.field(default=("TERM", "INT", "USR1"),
-                                                converter=parse_signals)
-    time_limit: float = attrs.field(default=0.0, converter=parse_duration)  # seconds, 0 = none
-    requeue: bool = False            # `scontrol requeue $SLURM_JOB_ID` after a suspend
-    log_every: float = 60.0          # seconds between progress lines when stderr is not a terminal
-    # loader processes for on-disk images: auto = cores / local processes, at most 8; 0 = none
-    workers: int | str = attrs.field(default="auto", converter=parse_workers)
-    # TensorBoard log directory written as the run goes (rank 0, LOGDIR/<run dir name>); "" = none
-    tensorboard: str = attrs.field(default="", converter=attrs.converters.pipe(
-        attrs.converters.default_if_none(""), str))
+    resume_if_exists: bool = launch_option(
+        False, "if --run-dir holds a run with these very settings, continue it (or print its "
+        "result if it finished); refuse if settings differ. Makes the same command safe to "
+        "relaunch (job scripts, requeue, torchrun --max-restarts)", relaunch_only=True)
+    stop_signals: tuple[str, ...] = launch_option(
+        ("TERM", "INT", "USR1"), "signals that suspend the run at the next step boundary with a "
+        f"snapshot, exit {EXIT_RESUMABLE}; comma-separated from {','.join(STOP_SIGNALS)}; '' = "
+        "none (default TERM,INT,USR1)", metavar="SIGS", converter=parse_signals)
+    time_limit: float = launch_option(
+        0.0, "suspend the same way before this much wall time has passed, e.g. 3h50m, 90m, "
+        "1:30:00; inside a SLURM job also the job's end (SLURM_JOB_END_TIME, else squeue), "
+        "whichever is first (default none)", metavar="DURATION", converter=parse_duration)
+    requeue: bool = launch_option(
+        False, "after a suspend by USR1 (SLURM's --signal=USR1@N) or the time budget, `scontrol "
+        "requeue` this job (an array task by its own ARRAYJOB_TASK id); after SIGTERM "
+        "(scancel's signal) only while SLURM is preempting the job")
+    log_every: float = launch_option(
+        60.0, "seconds between progress lines when stderr is not a terminal (default 60; 0 = "
+        "every step)", metavar="SECONDS")
+    workers: int | str = launch_option(
+        "auto", "loader processes that decode on-disk images (ImageNet folders); auto = the CPU "
+        "cores available / processes on this machine, at most 8; 0 = decode in the training "
+        "process. Batches are the same whatever the count (default auto)", metavar="N",
+        converter=parse_workers)
+    tensorboard: str = launch_option(
+        "", "also write TensorBoard files as the run goes, to LOGDIR/<run directory name> "
+        "(scalars per epoch, decisions, config as hparams; a resume rewrites them from the log, "
+        "so no epoch appears twice); needs pip install 'autogrow[tensorboard]' (default none)",
+        metavar="LOGDIR",
+        converter=attrs.converters.pipe(attrs.converters.default_if_none(""), str))
 
     def __attrs_post_init__(self) -> None:
         if self.log_every < 0:
             raise ConfigError(f"log_every must be >= 0 seconds, got {self.log_every}")
+
+    def as_flags(self, *, skip: Iterable[str] = ()) -> list[str]:
+        """These options as the flags that give them, for a command that launches another
+        (``sweep`` passes its launch on to each cell's process)."""
+        argv: list[str] = []
+        for field in attrs.fields(type(self)):
+            if field.name in skip:
+                continue
+            flag, value = field.name.replace("_", "-"), getattr(self, field.name)
+            if field.type == "bool":
+                argv.append(f"--{flag}" if value else f"--no-{flag}")
+            else:
+                argv += [f"--{flag}", ",".join(value) if isinstance(value, tuple) else str(value)]
+        return argv
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> LaunchOptions:

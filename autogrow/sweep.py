@@ -41,6 +41,7 @@ from autogrow.config import (
     EXIT_RESUMABLE,
     FIELD_NAMES,
     ConfigError,
+    LaunchOptions,
     RunConfig,
     baseline_overrides,
     load_toml,
@@ -284,9 +285,11 @@ def exit_code(outcomes: Iterable[Outcome]) -> int:
 
 
 def run_local(sweep: Sweep, out: Path, *, jobs: int, threads: int,
-              launch_args: Sequence[str] = ()) -> dict[int, Outcome]:
+              launch: LaunchOptions = LaunchOptions()) -> dict[int, Outcome]:
     """Run every cell that is not finished, ``jobs`` at a time, each as
-    ``autogrow sweep SPEC --out OUT --cell I``; returns the :class:`Outcome` per cell index.
+    ``autogrow sweep SPEC --out OUT --cell I`` with this launch's options (a cell resumes its
+    run if it exists; requeueing is the sweep's job, not a cell's); returns the
+    :class:`Outcome` per cell index.
 
     SIGTERM/SIGINT to the sweep are passed on to the running cells (they suspend cleanly);
     no new cell starts after one."""
@@ -317,7 +320,7 @@ def run_local(sweep: Sweep, out: Path, *, jobs: int, threads: int,
                     env["AUTOGROW_TEST_PAUSE_AT_STEP"] = pause.partition(":")[2]
                 argv = [sys.executable, "-m", "autogrow", "sweep", str(sweep.path), "--out",
                         str(out), "--cell", str(cell.index), "--threads", str(threads),
-                        *launch_args]
+                        *launch.as_flags(skip=("resume_if_exists", "requeue"))]
                 with open(logs / f"{cell.name}.log", "ab") as log_file:
                     running[cell.index] = subprocess.Popen(
                         argv, stdout=log_file, stderr=subprocess.STDOUT, env=env,

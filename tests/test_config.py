@@ -159,3 +159,24 @@ def test_every_setting_says_what_it_means_once_and_the_cli_shows_it():
             assert "{" + ",".join(choices) + "}" in flat, field.name
             with pytest.raises(ConfigError, match=f"unknown {field.name} 'nope'; choose one of"):
                 RunConfig(**{field.name: "nope"})
+
+
+def test_every_launch_option_says_what_it_means_once_and_passes_on_as_flags():
+    """LaunchOptions is the one launch type (issue 23 item 3): its fields make the flags of every
+    command that launches a run, and ``as_flags`` (how sweep hands its launch to each cell's
+    process) parses back, through those flags, to the same options."""
+    import attrs as _attrs
+
+    from autogrow.cli import _launch, build_parser
+    from autogrow.config import LaunchOptions
+    commands = build_parser()._subparsers._group_actions[0].choices
+    flat = "".join(commands["grow"].format_help().split())
+    for field in _attrs.fields(LaunchOptions):
+        assert "".join(field.metadata["help"].split()) in flat, field.name
+    assert "--resume-if-exists" not in commands["resume"].format_help()  # starts no run
+    launch = LaunchOptions(resume_if_exists=True, stop_signals="USR2,TERM", time_limit="1h30m",
+                           requeue=True, log_every=2.5, workers=3, tensorboard="tb")
+    for options in (launch, LaunchOptions()):
+        args = commands["grow"].parse_args(["--run-dir", "r", *options.as_flags()])
+        assert _launch(args) == options
+    assert "--requeue" not in launch.as_flags(skip=("requeue",))

@@ -217,6 +217,7 @@ def test_live_writer_after_a_crash_and_resume_has_each_epoch_once(tmp_path):
 
 def test_missing_package_is_one_clear_error(smoke_run, tmp_path, monkeypatch):
     from autogrow.cli import user_errors
+    from autogrow.config import LaunchOptions
     from autogrow.engine.run import Controls
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     with pytest.raises(tb.TensorBoardMissing) as caught:
@@ -226,8 +227,9 @@ def test_missing_package_is_one_clear_error(smoke_run, tmp_path, monkeypatch):
     assert isinstance(caught.value, user_errors())  # the CLI prints it as one line, exit 2
     assert not (tmp_path / "tb").exists()
     with pytest.raises(tb.TensorBoardMissing):
-        Controls(tensorboard=str(tmp_path / "tb"))  # --tensorboard fails before a run starts
-    assert Controls().tensorboard == ""  # off by default: nothing is checked or written
+        # --tensorboard fails before a run starts
+        Controls(launch=LaunchOptions(tensorboard=str(tmp_path / "tb")))
+    assert Controls().launch.tensorboard == ""  # off by default: nothing is checked or written
 
 
 def test_the_cli_can_register_the_command_without_loading_torch():

@@ -26,7 +26,7 @@ import torch
 import autogrow
 from autogrow.arch import format_arch
 from autogrow.blocks import count_flops, count_params, weights_digest
-from autogrow.config import RunConfig, coerce
+from autogrow.config import LaunchOptions, RunConfig, coerce
 from autogrow.engine import steps
 from autogrow.engine.data import DataSplits, load_dataset, steps_per_epoch
 from autogrow.engine.device import Execution, hardware, make_deterministic, resolve_execution
@@ -67,23 +67,18 @@ class RunError(UserError, RuntimeError):
 
 @attrs.frozen
 class Controls:
-    """How this process drives a run, not part of the run: when to stop (signals, time budget),
-    how often to print progress when stderr is not a terminal, and how many loader worker
-    processes read on-disk images (``"auto"`` or a count; batches do not depend on it)."""
+    """How this process drives a run, not part of the run: when to stop (``stop``: the signals
+    and time budget of ``launch``, armed by whoever launches), the launch's options (progress
+    lines, loader workers, live TensorBoard), and the test hooks installed on the run when it is
+    built (the loop never reads the environment; by default those the environment of the process
+    building the controls asks for)."""
 
     stop: StopControl = attrs.field(factory=StopControl)
-    log_every: float = 60.0
-    workers: int | str = "auto"
-    # TensorBoard log directory written live (LOGDIR/<run dir name>), "" = none; checked here so a
-    # missing package fails before the run starts
-    tensorboard: str = attrs.field(default="", converter=attrs.converters.pipe(
-        attrs.converters.default_if_none(""), str))
-    # test hooks installed on the run when it is built (the loop never reads the environment);
-    # by default those the environment of the process building the controls asks for
+    launch: LaunchOptions = attrs.field(factory=LaunchOptions)
     hooks: tuple[Hook, ...] = attrs.field(factory=hooks_from_env, converter=tuple)
 
     def __attrs_post_init__(self) -> None:
-        if self.tensorboard:
+        if self.launch.tensorboard:  # a missing package fails before the run starts
             from autogrow.replay.tensorboard import require_tensorboard
             require_tensorboard()
 
@@ -166,9 +161,9 @@ class Run:
         # called on every rank right after a growth, before the ranks compare their weights
         self.growth_hooks: list[Callable[[Run, BlockAdded], None]] = []
         self.writer.subscribe(ProgressLines())
-        if self.controls.tensorboard and self.group.is_main:
+        if self.controls.launch.tensorboard and self.group.is_main:
             from autogrow.replay.tensorboard import LiveTensorBoard
-            self.writer.subscribe(LiveTensorBoard(self.controls.tensorboard, run_dir, event_log))
+            self.writer.subscribe(LiveTensorBoard(self.controls.launch.tensorboard, run_dir, event_log))
         for install in self.controls.hooks:
             install(self)
 
@@ -276,7 +271,7 @@ class Run:
                                 steps.drop_last(self.data, cfg, self.trainer))
         bar = EpochProgress(f"epoch {epoch} ({phase}, {format_arch(st.arch)})", total=total,
                             initial=start_step, images_per_step=cfg.batch_size,
-                            log_every=self.controls.log_every, enabled=self.group.is_main)
+                            log_every=self.controls.launch.log_every, enabled=self.group.is_main)
         last_boundary = [time.perf_counter()]
 
         def after_step(step: int, sums: Callable[[], dict]) -> None:
@@ -403,7 +398,7 @@ def start_run(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE,
     check_new_run_dir(run_dir)
     controls = controls or Controls()
     # fails before anything is written
-    execution, data, trainer = _prepare(config, group, workers=controls.workers)
+    execution, data, trainer = _prepare(config, group, workers=controls.launch.workers)
     barrier(group)  # every rank has checked the directory before rank 0 creates the run
     with _writer(run_dir, group, create=True) as event_log:
         stored = attrs.evolve(config, threads=execution.threads).to_dict()
@@ -474,7 +469,7 @@ def resume_run(run_dir: str | Path, group: Dist = SINGLE,
         config = RunConfig.from_mapping(dict(state.run_config))
         tensors = SnapshotStore(run_dir).get(digest).tensors if digest else None
         execution, data, trainer = _prepare(config, group, arch=format_arch(state.arch),
-                                            tensors=tensors, workers=controls.workers)
+                                            tensors=tensors, workers=controls.launch.workers)
         run = Run(run_dir, event_log, config, execution, data, trainer, state,
                   parent_snapshot=plan["parent_snapshot"], controls=controls)
         if step > 0:
@@ -603,7 +598,7 @@ def fork_run(parent_dir: str | Path, at: str, changes: dict[str, Any],
                        "point or a later snapshot")
     snap = parent_store.get(digest)
     execution, data, trainer = _prepare(config, arch=format_arch(parent_state.arch),
-                                        tensors=snap.tensors, workers=controls.workers)
+                                        tensors=snap.tensors, workers=controls.launch.workers)
     with EventLog.open(run_dir, create=True) as event_log:
         stored = attrs.evolve(config, threads=execution.threads).to_dict()
         (run_dir / CONFIG_NAME).write_text(tomli_w.dumps({"run": stored}))
