@@ -33,7 +33,7 @@ from autogrow.config import (
     resolve_config,
     resolve_launch,
 )
-from autogrow.errors import InputError
+from autogrow.errors import InputError, cli_message
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -275,7 +275,7 @@ def _drive(launch: LaunchOptions, device: str, body: Callable[[Any, Any], Any]) 
 def _start(config: RunConfig, run_dir: Path, launch: LaunchOptions) -> int:
     """Run a new run (or continue it, with --resume-if-exists) in this process or in every
     process torchrun started."""
-    from autogrow.engine import run as engine
+    from autogrow.engine import lifecycle as engine
     if not launch.resume_if_exists:
         engine.check_new_run_dir(run_dir)
 
@@ -347,7 +347,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from autogrow.engine.run import resume_run
+    from autogrow.engine.lifecycle import resume_run
 
     def body(group: Any, controls: Any) -> None:
         result = resume_run(args.run_dir, group, controls)
@@ -385,7 +385,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         the_plan = plan(args.run_dir)  # the run's device decides the process group's backend
     except user_errors() as err:  # nothing to re-execute: say why, after what verify finds
         _print_verify(verify_run(args.run_dir))
-        print(f"FAIL: not re-executed: {str(err).splitlines()[0]}")
+        print(f"FAIL: not re-executed: {cli_message(err)}")
         return 1
     with _process_group(the_plan.config.device) as group:
         # rank 0 audits the log and the snapshot files (the other ranks would redo the same)
@@ -470,7 +470,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
         if not sep or not key.strip():
             raise InputError(f"--set {item!r}: expected KEY=VALUE, e.g. --set interval=2")
         changes[key.strip()] = value.strip()
-    from autogrow.engine.run import fork_run
+    from autogrow.engine.lifecycle import fork_run
 
     def body(group: Any, controls: Any) -> None:
         _summary(fork_run(args.run_dir, args.at, changes, args.new_run_dir, controls))
@@ -578,8 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(err, user_errors()):
             print(BUG_NOTE, file=sys.stderr)
             raise
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"autogrow: error: {message}", file=sys.stderr)
+        print(f"autogrow: error: {cli_message(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("autogrow: interrupted; `autogrow resume RUN` continues from the last snapshot",

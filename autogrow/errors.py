@@ -11,7 +11,21 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """Bad input or a broken run; the message is one line that says what and what to do."""
+    """Bad input or a broken run; the message is one line that says what and what to do.
+
+    The message speaks the Python API (``fork_run(at=…)``, ``run_dir``); where the command line
+    names the same thing otherwise (``--at``, ``--run-dir``, ``autogrow fork``), ``cli`` holds
+    the message in its words, and the CLI prints that (:func:`cli_message`)."""
+
+    def __init__(self, message: str = "", *, cli: str | None = None) -> None:
+        super().__init__(message)
+        self.cli = cli
+
+
+def cli_message(err: BaseException) -> str:
+    """The first line of ``err`` in the command line's words."""
+    text = getattr(err, "cli", None) or str(err)
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 class InputError(UserError, ValueError):

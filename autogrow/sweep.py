@@ -214,7 +214,8 @@ def _text(value: Any) -> str:
 def cell_status(sweep: Sweep, cell: Cell, out: Path) -> str:
     """``new``, ``resume`` (unfinished) or ``finished``; a directory holding a run with other
     settings raises :class:`SweepError` naming them."""
-    from autogrow.engine.run import RunError, relaunch_action
+    from autogrow.engine.lifecycle import relaunch_action
+    from autogrow.engine.run import RunError
 
     try:
         action = relaunch_action(sweep.config(cell), out / cell.name)

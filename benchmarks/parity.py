@@ -33,7 +33,8 @@ from autogrow.blocks import build_net, weights_digest
 from autogrow.config import resolve_config
 from autogrow.engine.data import eval_batches, load_dataset, train_batches
 from autogrow.engine.device import make_deterministic, resolve_execution
-from autogrow.engine.run import Run, start_run
+from autogrow.engine.lifecycle import start_run
+from autogrow.engine.run import Run
 from autogrow.storage import EventLog
 
 

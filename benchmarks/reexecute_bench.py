@@ -20,7 +20,7 @@ from _common import emit, machine, wait_for_quiet
 
 from autogrow.config import resolve_config
 from autogrow.engine.reexecute import reexecute
-from autogrow.engine.run import start_run
+from autogrow.engine.lifecycle import start_run
 
 
 def main() -> None:

@@ -8,11 +8,11 @@ import pytest
 
 from autogrow import cli
 from autogrow.config import ConfigError
-from autogrow.engine import run as engine
+from autogrow.engine import lifecycle as engine
 from autogrow.engine.data import DataError
 from autogrow.engine.device import DeviceError
 from autogrow.engine.run import RunError
-from autogrow.errors import InputError, UserError
+from autogrow.errors import InputError, UserError, cli_message
 from autogrow.events import CodecError
 from autogrow.policies import PolicyError
 from autogrow.replay.export import ExportError
@@ -88,3 +88,20 @@ def test_a_malformed_value_from_the_command_line_is_bad_input(capsys, tmp_path):
     assert code == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert err.startswith("autogrow: error: ") and err.count("\n") == 1 and "1-x-1" in err
+
+
+def test_engine_errors_speak_the_python_api_and_the_cli_prints_its_own_words(monkeypatch,
+                                                                             capsys, tmp_path):
+    """``fork_run(at=…)`` in the message a Python caller sees, ``--at`` in the CLI's line; an
+    error with one wording prints it as it is (issue 23 item 4)."""
+    from autogrow.engine.lifecycle import fork_point
+    with pytest.raises(RunError) as caught:
+        fork_point([], "growth:x")
+    assert str(caught.value) == "fork_run(at='growth:x'): expected growth:N with N a number"
+    assert "--at" not in str(caught.value)
+    _resume_raises(monkeypatch, caught.value)
+    assert cli.main(["resume", str(tmp_path)]) == cli.EXIT_USER_ERROR
+    assert capsys.readouterr().err == ("autogrow: error: --at 'growth:x': expected growth:N "
+                                       "with N a number\n")
+    assert cli_message(RunError("one wording")) == "one wording"
+    assert cli_message(RunError("first line\nsecond")) == "first line"

@@ -212,7 +212,7 @@ def test_a_full_quota_is_named_as_such():
 def test_enospc_from_outside_the_storage_layer_exits_74_too(monkeypatch, tmp_path, capsys):
     """An ENOSPC that the storage layer did not see (a config file, a cache, TensorBoard) is the
     same fault: exit 74 with the line, naming the file that did not fit and the run."""
-    from autogrow.engine import run as engine
+    from autogrow.engine import lifecycle as engine
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "run" / "x.toml"))

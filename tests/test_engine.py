@@ -180,7 +180,7 @@ def test_resume_restores_the_runs_thread_count(tmp_path):
     """The CPU thread count is part of the run (it can change CPU numerics): a run started with
     one thread and resumed in a process that has two trains with one again (fails if resume
     takes the resuming process's count)."""
-    from autogrow.engine.run import resume_run
+    from autogrow.engine.lifecycle import resume_run
 
     run_dir = tmp_path / "run"
     first = autogrow_cli("grow", "--preset", "smoke", "--threads", "1", "--time-limit", "1s",

@@ -228,7 +228,7 @@ def test_history_json_is_the_log(smoke_run):
 def test_an_error_mid_run_is_logged_and_resume_recovers(smoke_run, tmp_path, monkeypatch):
     """A crash with a Python error leaves run_failed in the log; resume supersedes it."""
     from autogrow.config import resolve_config
-    from autogrow.engine import run as run_module
+    from autogrow.engine import lifecycle as run_module
     from autogrow.engine.trainer import Trainer
 
     monkeypatch.setenv("AUTOGROW_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "autogrow-data"))

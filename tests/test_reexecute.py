@@ -17,7 +17,7 @@ import pytest
 from autogrow.config import RunConfig
 from autogrow.engine.compare import Row, choose_standard
 from autogrow.engine.reexecute import plan, reexecute
-from autogrow.engine.run import load_data, prepare_execution, trainer_for
+from autogrow.engine.factories import load_data, prepare_execution, trainer_for
 from autogrow.engine import steps
 from autogrow.replay.verify import verify_run
 from autogrow.storage import SnapshotStore

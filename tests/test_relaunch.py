@@ -16,7 +16,9 @@ import pytest
 
 from autogrow.config import RunConfig
 from autogrow.engine.relaunch import CONFIG_NAME, fresh, relaunch_plan
-from autogrow.engine.run import RunError, check_new_run_dir, finished_result, relaunch_action
+from autogrow.engine.lifecycle import check_new_run_dir, finished_result, relaunch_action
+from autogrow.engine.run import RunError
+from autogrow.errors import cli_message
 from autogrow.storage import EventLog, LogCorrupted
 from tests.forgery import Record, forge, index_of
 
@@ -72,7 +74,8 @@ def test_a_directory_with_a_run_is_not_fresh(smoke_run, tmp_path):
     assert not fresh(run)
     with pytest.raises(RunError) as err:
         check_new_run_dir(run)
-    assert "is not empty; pick a new --run-dir" in str(err.value)
+    assert "is not empty; pass a new run_dir" in str(err.value)  # the Python API's words
+    assert "is not empty; pick a new --run-dir" in cli_message(err.value)  # the command line's
     check_new_run_dir(tmp_path / "new")  # a fresh one passes
 
 

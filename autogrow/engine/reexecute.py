@@ -28,7 +28,8 @@ from autogrow.engine.compare import Comparer, Mismatch, Row, choose_standard, le
 from autogrow.engine.data import DataSplits
 from autogrow.engine.device import Execution
 from autogrow.engine.distributed import SINGLE, Dist, barrier
-from autogrow.engine.run import RunError, load_data, prepare_execution, software_versions, trainer_for
+from autogrow.engine.factories import load_data, prepare_execution, software_versions, trainer_for
+from autogrow.engine.run import RunError
 from autogrow.engine.trainer import Trainer
 from autogrow.events import BlockAdded, EpochCompleted, RunFinished, RunStarted, SnapshotWritten
 from autogrow.policies import GrowthState, Phase

@@ -4,7 +4,7 @@ A job script, ``torchrun --max-restarts`` or a SLURM requeue runs the same comma
 directory then decides: start a new run (missing, empty, or left by a launch killed before its
 first event), resume the run there (started with these very settings), report it (finished), or
 refuse and touch nothing (another run's settings, or not a run). Decided on rank 0 from the log
-alone; :func:`autogrow.engine.run.relaunch_action` tells every rank.
+alone; :func:`autogrow.engine.lifecycle.relaunch_action` tells every rank.
 """
 
 from __future__ import annotations

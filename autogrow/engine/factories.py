@@ -1,0 +1,86 @@
+"""What a run is built from: its execution settings, data and trainer, and the software it ran
+on. Shared by the run's lifecycle (start, resume, fork) and by re-execution, which must build
+exactly what the run built."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import torch
+
+import autogrow
+from autogrow.config import RunConfig
+from autogrow.engine.data import DataSplits, load_dataset
+from autogrow.engine.device import Execution, hardware, make_deterministic, resolve_execution
+from autogrow.engine.distributed import SINGLE, Dist
+from autogrow.engine.trainer import EVAL_BUFFERS, Trainer
+
+
+def software_versions(execution: Execution, group: Dist = SINGLE) -> dict[str, Any]:
+    """What ``run_started`` records of the software and machine (verify and re-execution
+    compare a later process against it)."""
+    return {
+        "autogrow": autogrow.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processes": group.world_size,
+        "eval_buffers": EVAL_BUFFERS,
+        **execution.describe(),
+        **hardware(execution),
+    }
+
+
+def load_data(config: RunConfig, execution: Execution, workers: int | str = "auto") -> DataSplits:
+    """The run's data splits on the training device (raises DataError before anything is written)."""
+    return load_dataset(
+        config.dataset,
+        data_root=config.data_root or None,
+        download=config.download,
+        device=execution.device,
+        pad_to=32,
+        val_split=config.val_split,
+        val_source=config.val_source,
+        seed=config.seed,
+        subset=config.subset,
+        max_val=config.max_val or None,
+        max_test=config.max_test or None,
+        workers=workers,
+        crop_padding=None if config.crop_padding < 0 else config.crop_padding,
+    )
+
+
+def trainer_for(config: RunConfig, execution: Execution, data: DataSplits, arch: str,
+                group: Dist = SINGLE, tensors: dict | None = None) -> Trainer:
+    """A trainer for ``arch``: the seed net's init, or a snapshot's ``tensors`` when given."""
+    trainer = Trainer.seeded(
+        execution, family=config.family, arch=arch, in_channels=data.in_channels,
+        num_classes=data.num_classes, image_size=data.image_size, width=config.width,
+        seed=config.seed, momentum=config.momentum, weight_decay=config.weight_decay,
+        weight_init=config.weight_init_scheme, group=group)
+    if tensors is not None:
+        trainer.load_state_tensors(tensors)
+    return trainer
+
+
+def prepare(config: RunConfig, group: Dist = SINGLE, *, arch: str | None = None,
+            tensors: dict | None = None,
+            workers: int | str = "auto") -> tuple[Execution, DataSplits, Trainer]:
+    """Execution settings, data and a trainer; the trainer's tensors come from a snapshot if given.
+
+    Everything here can fail on bad input (no device, no data) before the caller writes a byte.
+    """
+    execution = prepare_execution(config)
+    data = load_data(config, execution, workers)
+    trainer = trainer_for(config, execution, data, arch or config.seed_arch, group, tensors)
+    return execution, data, trainer
+
+
+def prepare_execution(config: RunConfig) -> Execution:
+    """The run's device, precision and threads, with deterministic kernels set up for them."""
+    execution = resolve_execution(config.device, config.precision, config.channels_last,
+                                  config.threads, config.deterministic)
+    make_deterministic(execution)
+    torch.manual_seed(config.seed)  # for code outside the engine; the engine never draws from it
+    return execution
