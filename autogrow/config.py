@@ -239,7 +239,8 @@ def coerce(key: str, value: Any) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"setting {key} expects a {kind}, got {value!r}") from None
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ConfigError(f"setting {key} expects {article} {kind}, got {value!r}") from None
 
 
 def coerce_bool(key: str, value: Any) -> bool:
@@ -458,15 +459,16 @@ def split_launch(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return run, launch
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """The settings in a TOML file (top level, or under a ``[run]`` table)."""
+def load_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The settings in a TOML file (top level, or under a ``[run]`` table); errors call the
+    file ``what``."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist")
+        raise ConfigError(f"{what} {p} does not exist")
     try:
         data = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config file {p} is not valid TOML: {err}") from None
+        raise ConfigError(f"{what} {p} is not valid TOML: {err}") from None
     if set(data) == {"run"} and isinstance(data["run"], dict):
         data = data["run"]
     return data

@@ -9,6 +9,11 @@ policies that raise them.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+
 
 class UserError(Exception):
     """Bad input or a broken run; the message is one line that says what and what to do.
@@ -30,3 +35,17 @@ def cli_message(err: BaseException) -> str:
 
 class InputError(UserError, ValueError):
     """A value given to autogrow is not valid: an arch string, a name, a count, a model file."""
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], flag: str = "--out") -> Iterator[None]:
+    """Writing a file at a path the user chose: one that cannot be written (no such directory,
+    no permission) is bad input, named with the flag that chose it. A full file system stays an
+    OSError, for the CLI's disk-full line."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise InputError(f"cannot write {path}: {err.strerror or err}; pick another "
+                         f"{flag}") from err

@@ -103,7 +103,7 @@ def load_sweep(path: str | Path) -> Sweep:
     :class:`SweepError` before anything is written."""
     path = Path(path)
     try:
-        spec = load_toml(path)
+        spec = load_toml(path, "sweep spec")
     except ConfigError as err:
         raise SweepError(str(err)) from None
     unknown = sorted(set(spec) - set(SPEC_KEYS))

@@ -105,3 +105,30 @@ def test_engine_errors_speak_the_python_api_and_the_cli_prints_its_own_words(mon
                                        "with N a number\n")
     assert cli_message(RunError("one wording")) == "one wording"
     assert cli_message(RunError("first line\nsecond")) == "first line"
+
+
+def test_writing_a_chosen_path_that_cannot_be_written_is_bad_input_but_a_full_disk_is_not(
+        tmp_path):
+    """``errors.writing``: export's and plot's ``--out`` (a traceback before); ENOSPC passes
+    through as it is, for the CLI's disk-full line (exit 74)."""
+    import errno
+
+    from autogrow.errors import writing
+    target = tmp_path / "missing" / "model.safetensors"
+    with pytest.raises(InputError) as caught, writing(target):
+        target.write_bytes(b"x")
+    assert str(caught.value) == (f"cannot write {target}: No such file or directory; "
+                                 "pick another --out")
+    with pytest.raises(OSError) as full, writing(target, "--tensorboard"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert not isinstance(full.value, UserError) and full.value.errno == errno.ENOSPC
+
+
+def test_a_missing_sweep_spec_and_a_setting_of_the_wrong_type_read_right(tmp_path, capsys):
+    """The file is called what it is (a sweep spec, not a config file); "an int"."""
+    assert cli.main(["sweep", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == (f"autogrow: error: sweep spec {tmp_path / 'nope.toml'} "
+                                       "does not exist\n")
+    with pytest.raises(ConfigError, match="^setting interval expects an int, got 'x'$"):
+        from autogrow.config import coerce
+        coerce("interval", "x")

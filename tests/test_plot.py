@@ -196,3 +196,13 @@ def test_plot_run_without_epochs_is_an_error(tmp_path: Path) -> None:
         plot_run(run, out)
     assert "\n" not in str(info.value)
     assert not out.exists()
+
+
+def test_an_output_path_that_cannot_be_written_is_bad_input(tmp_path: Path) -> None:
+    """`plot --out` under a regular file: one line naming the path and the flag, no traceback."""
+    run = write_log(tmp_path / "run", finished_run())
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "figure2.png"
+    with pytest.raises(InputError) as info:
+        plot_run(run, out)
+    assert str(info.value) == f"cannot write {out}: File exists; pick another --out"

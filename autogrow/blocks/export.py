@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from os import PathLike
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from autogrow.errors import InputError
 
@@ -30,7 +31,14 @@ def save_model(net: GrowableNet, path: str | PathLike[str]) -> None:
         "arch": net.arch,
         "kwargs": json.dumps(net.config, sort_keys=True),
     }
-    save_file(tensors, str(path), metadata=metadata)
+    path = Path(path)
+    data = save(tensors, metadata=metadata)
+    partial = path.with_name(f".{path.name}.partial")  # never a half-written model at `path`
+    try:
+        partial.write_bytes(data)  # Python's own write: a failure is an OSError with its errno
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_model(path: str | PathLike[str], *, device: str | torch.device = "cpu") -> GrowableNet:

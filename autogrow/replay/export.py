@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 from autogrow.blocks import build_net, save_model, weights_digest
-from autogrow.errors import InputError
+from autogrow.errors import InputError, writing
 from autogrow.events import SnapshotWritten
 from autogrow.replay.projection import live_events, state_of
 from autogrow.storage.layout import MODEL_PREFIX, section
 from autogrow.storage import EventLog, SnapshotStore
-
 
 
 class ExportError(InputError):
@@ -40,6 +39,7 @@ def export_run(run_dir: Path, out: Path) -> tuple[Path, str]:
     if result is not None and weights_digest(net) != result.weights_digest:
         raise ExportError(f"the latest snapshot of {run_dir} does not hold the weights its "
                           "run_finished event names; run `autogrow verify` on it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_model(net, out)
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_model(net, out)
     return out, net.arch

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from autogrow.arch import DEFAULT_FAMILY, layer_count
-from autogrow.errors import InputError
+from autogrow.errors import InputError, writing
 from autogrow.events import (
     BlockAdded,
     EpochCompleted,
@@ -263,7 +263,8 @@ def plot_run(run_dir: Path, out: Path, *, dpi: int = 150) -> Path:
                frameon=False)
     fig.suptitle(_title(data, run_dir), fontsize=10)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # without an extension matplotlib would append ".png" to the name; keep the path asked for
-    fig.savefig(out, dpi=dpi, format=None if out.suffix else "png")
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # without an extension matplotlib would append ".png" to the name; keep the path asked for
+        fig.savefig(out, dpi=dpi, format=None if out.suffix else "png")
     return out
