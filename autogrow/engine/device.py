@@ -92,8 +92,10 @@ def resolve_execution(device: str, precision: str, channels_last: bool, threads:
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     elif device == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError("--device cuda was asked for but no CUDA device is available; "
-                              "use --device cpu or auto")
+            raise DeviceError("device='cuda' was asked for but no CUDA device is available; "
+                              "use device='cpu' or 'auto'",
+                              cli="--device cuda was asked for but no CUDA device is available; "
+                                  "use --device cpu or auto")
         dev = torch.device("cuda")
     else:
         dev = torch.device(device)
