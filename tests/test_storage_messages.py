@@ -348,6 +348,19 @@ def test_where_proc_cannot_be_read_the_kernel_is_asked_with_signal_0(
     assert proc.kills == [(321, 0)]
 
 
+@pytest.mark.parametrize("kill_error, alive", [
+    (None, True), (ProcessLookupError(errno.ESRCH, "No such process"), False)])
+def test_where_there_is_no_proc_at_all_the_kernel_is_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kill_error: BaseException | None,
+        alive: bool) -> None:
+    """macOS: no /proc, so every /proc/PID/stat is missing; that must not read as "dead" (every
+    writer would look gone and be blamed on another machine)."""
+    proc = FakeProc(tmp_path / "no-proc", monkeypatch)  # a root that does not exist
+    proc.kill_error = kill_error
+    assert storage_log._alive(321) is alive
+    assert proc.kills == [(321, 0)]
+
+
 def _lock_file(run: Path, content: bytes) -> int:
     run.mkdir(exist_ok=True)
     (run / storage_log.LOCK_NAME).write_bytes(content)

@@ -350,16 +350,23 @@ def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (not Linux): ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        if Path("/proc/self").exists():
+            return False  # /proc is there and has no such process
+        return _kernel_knows(pid)  # no /proc (macOS): ask the kernel
+    except OSError:  # /proc unreadable: ask the kernel
+        return _kernel_knows(pid)
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _kernel_knows(pid: int) -> bool:
+    """Whether ``kill(pid, 0)`` finds the process (a zombie counts: nothing tells it apart)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def lock_holders(lock: os.stat_result) -> list[tuple[int, str]]:
