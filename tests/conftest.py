@@ -21,7 +21,7 @@ FAST_MODULES = frozenset({
     "test_blocks", "test_channels_last_guard", "test_cli_errors", "test_compare", "test_config",
     "test_data", "test_device", "test_events", "test_export", "test_log", "test_plot",
     "test_policies", "test_policy_oracle", "test_preemption_unit", "test_projection",
-    "test_snapshots", "test_storage_messages", "test_trainer",
+    "test_readme", "test_snapshots", "test_storage_messages", "test_trainer", "test_writer",
 })
 TORCHRUN_MODULES = frozenset({"test_distributed", "test_image_folder", "test_initializers"})
 #: Fixtures that train a run (or read one trained for the session): not for the fast tier.
