@@ -53,7 +53,7 @@ def test_unknown_keys_and_bad_types_are_named(tmp_path):
     path.write_text("interval = [\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         resolve_config(None, path)
-    with pytest.raises(ConfigError, match="interval expects a int"):
+    with pytest.raises(ConfigError, match="interval expects an int"):
         coerce("interval", "three")
     with pytest.raises(ConfigError, match="bool"):
         coerce("download", "perhaps")
