@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="continue a run from its latest snapshot")
     p.add_argument("run_dir", type=Path, metavar="RUN")
+    p.add_argument("--data-root", default=None,
+                   help="where the run's data is now, if it moved (the files must be the ones "
+                        "the run's manifest lists)")
     _add_launch_flags(p, relaunch=False)
     p.set_defaults(func=cmd_resume)
 
@@ -180,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exact equality, or the stated tolerances for a run made on another "
                         "machine class; auto: exact when the run's recorded torch, device and "
                         "CPU/GPU are this machine's (default: %(default)s)")
+    p.add_argument("--data-root", default=None,
+                   help="with --reexecute: where the run's data is now, if it moved (the files "
+                        "must be the ones the run recorded)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("fork", help="start a new run from a growth point or snapshot of a run",
@@ -293,7 +299,8 @@ def _start(config: RunConfig, run_dir: Path, launch: LaunchOptions) -> int:
                 print(f"# {run_dir} holds this run unfinished: resuming it")
             _print_config(config)
         if action == "resume":
-            result = engine.resume_run(run_dir, group, controls)
+            result = engine.resume_run(run_dir, group, controls,
+                                       data_root=config.data_root or None)
         else:
             result = engine.start_run(config, run_dir, group, controls)
         if group.is_main:
@@ -350,7 +357,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from autogrow.engine.lifecycle import resume_run
 
     def body(group: Any, controls: Any) -> None:
-        result = resume_run(args.run_dir, group, controls)
+        result = resume_run(args.run_dir, group, controls, data_root=args.data_root)
         if group.is_main:
             _summary(result)
 
@@ -430,7 +437,7 @@ def _print_reexecution(args: argparse.Namespace, group: Any, the_plan: Any) -> b
               "from the kept snapshots, and the final evaluation")
         print(TABLE_HEADER, flush=True)
     outcome = reexecute(args.run_dir, count, standard=args.standard, group=group,
-                        on_row=on_row, the_plan=the_plan)
+                        on_row=on_row, the_plan=the_plan, data_root=args.data_root)
     if show:
         for skipped in outcome.skipped:
             print(f"not re-executed: {skipped}")

@@ -93,9 +93,14 @@ class RunStarted(Event):
 
     A fork also names its parent (run id, seq, snapshot) and carries ``base_state``: the growth
     state of the parent at that seq, so the fork's own log folds to the right state on its own.
+
+    Schema 2 adds ``data``, which data the run trains on: for an image folder the digest of its
+    manifest (``RUN/data/manifest``), its classes and image counts; for a tensor set the sha256
+    of each source file (``{"files": {name: digest}}``). None in runs logged before it.
     """
 
     TYPE: ClassVar[str] = "run_started"
+    SCHEMA: ClassVar[int] = 2
 
     run_id: str
     config: Mapping[str, Any] = _frozen_field()
@@ -105,6 +110,7 @@ class RunStarted(Event):
     parent_seq: int | None = None
     parent_snapshot: str | None = None
     base_state: Mapping[str, Any] | None = _frozen_field(default=None)
+    data: Mapping[str, Any] | None = _frozen_field(default=None)
 
     def describe(self) -> str:
         c = self.config
@@ -330,6 +336,12 @@ def register_upcaster(type_name: str, from_schema: int) -> Callable:
 def _run_finished_without_test_loss(payload: dict[str, Any]) -> dict[str, Any]:
     """Runs logged before schema 2 did not record the test loss."""
     return {**payload, "test_loss": None}
+
+
+@register_upcaster("run_started", 1)
+def _run_started_without_data(payload: dict[str, Any]) -> dict[str, Any]:
+    """Runs logged before schema 2 did not record their data."""
+    return {**payload, "data": None}
 
 
 def encode(event: Event) -> tuple[str, int, dict[str, Any]]:

@@ -5,13 +5,15 @@ exactly what the run built."""
 from __future__ import annotations
 
 import platform
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
 import autogrow
 from autogrow.config import RunConfig
-from autogrow.engine.data import DataSplits, load_dataset
+from autogrow.engine.data import DataSplits, load_dataset, manifest
 from autogrow.engine.device import Execution, hardware, make_deterministic, resolve_execution
 from autogrow.engine.distributed import SINGLE, Dist
 from autogrow.engine.trainer import EVAL_BUFFERS, Trainer
@@ -32,8 +34,35 @@ def software_versions(execution: Execution, group: Dist = SINGLE) -> dict[str, A
     }
 
 
-def load_data(config: RunConfig, execution: Execution, workers: int | str = "auto") -> DataSplits:
-    """The run's data splits on the training device (raises DataError before anything is written)."""
+def load_data(config: RunConfig, execution: Execution, workers: int | str = "auto",
+              recorded: tuple[Path, Mapping[str, Any] | None] | None = None) -> DataSplits:
+    """The run's data splits on the training device (raises DataError before anything is written).
+
+    ``recorded``: a run that exists already — its directory and the data its ``run_started``
+    records (None in runs logged before data was recorded: then the data is read as for a new
+    run). An image folder is then read from the run's manifest and the tree checked against it;
+    a tensor set's source files must have the recorded digests. Other data is refused."""
+    identity = recorded[1] if recorded is not None else None
+    pinned = (manifest.read(recorded[0], identity)
+              if identity is not None and "manifest" in identity else None)
+    data = _load(config, execution, workers, pinned)
+    if identity is not None and "files" in identity:
+        manifest.check_files(data.name, identity["files"], data.source_digests or {},
+                             data.data_location)
+    return data
+
+
+def record_data(data: DataSplits, run_dir: Path) -> dict[str, Any]:
+    """What ``run_started`` records of the data (rank 0, as the run begins): an image folder's
+    manifest is written to ``RUN/data/manifest`` and named by its digest; a tensor set's source
+    files by theirs."""
+    if data.manifest is not None:
+        return manifest.write(run_dir, data.manifest)
+    return {"files": dict(data.source_digests or {})}
+
+
+def _load(config: RunConfig, execution: Execution, workers: int | str,
+          pinned: manifest.Manifest | None) -> DataSplits:
     return load_dataset(
         config.dataset,
         data_root=config.data_root or None,
@@ -48,6 +77,7 @@ def load_data(config: RunConfig, execution: Execution, workers: int | str = "aut
         max_test=config.max_test or None,
         workers=workers,
         crop_padding=None if config.crop_padding < 0 else config.crop_padding,
+        manifest=pinned,
     )
 
 
@@ -65,14 +95,17 @@ def trainer_for(config: RunConfig, execution: Execution, data: DataSplits, arch:
 
 
 def prepare(config: RunConfig, group: Dist = SINGLE, *, arch: str | None = None,
-            tensors: dict | None = None,
-            workers: int | str = "auto") -> tuple[Execution, DataSplits, Trainer]:
-    """Execution settings, data and a trainer; the trainer's tensors come from a snapshot if given.
+            tensors: dict | None = None, workers: int | str = "auto",
+            recorded: tuple[Path, Mapping[str, Any] | None] | None = None,
+            ) -> tuple[Execution, DataSplits, Trainer]:
+    """Execution settings, data and a trainer; the trainer's tensors come from a snapshot if given,
+    the data is checked against a run's ``recorded`` data if given (:func:`load_data`).
 
-    Everything here can fail on bad input (no device, no data) before the caller writes a byte.
+    Everything here can fail on bad input (no device, no data, other data) before the caller
+    writes a byte.
     """
     execution = prepare_execution(config)
-    data = load_data(config, execution, workers)
+    data = load_data(config, execution, workers, recorded)
     trainer = trainer_for(config, execution, data, arch or config.seed_arch, group, tensors)
     return execution, data, trainer
 

@@ -29,7 +29,7 @@ from autogrow.config import RunConfig, coerce
 from autogrow.engine.data import DataSplits
 from autogrow.engine.device import Execution
 from autogrow.engine.distributed import SINGLE, Dist, barrier, broadcast_json
-from autogrow.engine.factories import prepare, software_versions
+from autogrow.engine.factories import prepare, record_data, software_versions
 from autogrow.engine.relaunch import CONFIG_NAME, fresh, relaunch_plan
 from autogrow.engine.run import Controls, Run, RunError, RunResult, result_of
 from autogrow.engine.trainer import Trainer
@@ -90,8 +90,9 @@ def _begin(run_dir: Path, event_log: EventLog | None, config: RunConfig, executi
            parent: dict[str, Any] | None = None,
            before_event: Callable[[], None] | None = None) -> Run:
     """The one way a run begins, new or forked: rank 0 writes ``config.toml`` (the settings as
-    resolved, threads included), then whatever ``before_event`` writes, then ``run_started``
-    (with the ``parent`` fields of a fork)."""
+    resolved, threads included), then whatever ``before_event`` writes, then an image folder's
+    manifest (``data/manifest``), then ``run_started`` (with the data it names and the
+    ``parent`` fields of a fork)."""
     stored = attrs.evolve(config, threads=execution.threads).to_dict()
     parent = parent or {}
 
@@ -100,7 +101,8 @@ def _begin(run_dir: Path, event_log: EventLog | None, config: RunConfig, executi
         if before_event is not None:
             before_event()
         return RunStarted(run_id=uuid.uuid4().hex, config=stored, seed=config.seed,
-                          versions=software_versions(execution, group), **parent)
+                          versions=software_versions(execution, group),
+                          data=record_data(data, run_dir), **parent)
 
     run = Run(run_dir, event_log, config, execution, data, trainer, GrowthState(),
               parent_snapshot=parent.get("parent_snapshot"), controls=controls)
@@ -125,12 +127,16 @@ def start_run(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE,
 
 
 def resume_run(run_dir: str | Path, group: Dist = SINGLE,
-               controls: Controls | None = None) -> RunResult:
+               controls: Controls | None = None, data_root: str | None = None) -> RunResult:
     """Continue a run from its latest durable snapshot; the result is as if never interrupted.
 
     With several processes rank 0 reads the log and sends every rank the live events up to the
     snapshot; each rank folds them and loads the snapshot (a shared file system), so the number
     of processes may differ from the interrupted run's.
+
+    The data is the run's: an image folder is read from the run's manifest and must still hold
+    exactly its files (under ``data_root`` when given: data that moved), a tensor set's files
+    must have the logged digests; other data is refused before anything is written.
     """
     controls = controls or Controls()
     run_dir = Path(run_dir)
@@ -140,9 +146,12 @@ def resume_run(run_dir: str | Path, group: Dist = SINGLE,
         state = fold(events)
         digest, step = plan["digest"], plan["step"]
         config = RunConfig.from_mapping(dict(state.run_config))
+        if data_root is not None:
+            config = attrs.evolve(config, data_root=data_root)
         tensors = SnapshotStore(run_dir).get(digest).tensors if digest else None
         execution, data, trainer = prepare(config, group, arch=format_arch(state.arch),
-                                           tensors=tensors, workers=controls.launch.workers)
+                                           tensors=tensors, workers=controls.launch.workers,
+                                           recorded=(run_dir, plan["data"]))
         run = Run(run_dir, event_log, config, execution, data, trainer, state,
                   parent_snapshot=plan["parent_snapshot"], controls=controls)
         if step > 0:
@@ -185,7 +194,8 @@ def _resume_plan(run_dir: Path, event_log: EventLog) -> dict[str, Any]:
     if digest:
         SnapshotStore(run_dir).get(digest)  # verify it now: a damaged snapshot stops the resume
     return {"events": [list(encode(ev)) for _, ev in events], "from_seq": snapshot_seq,
-            "digest": digest, "step": step, "parent_snapshot": started.parent_snapshot}
+            "digest": digest, "step": step, "parent_snapshot": started.parent_snapshot,
+            "data": encode(started)[2]["data"]}
 
 
 def _latest_snapshot_seq(records, store: SnapshotStore) -> int | None:
@@ -273,8 +283,11 @@ def fork_run(parent_dir: str | Path, at: str, changes: dict[str, Any],
         raise RunError(f"the snapshot at seq {seq} of {parent_dir} was pruned; fork from a growth "
                        "point or a later snapshot")
     snap = parent_store.get(digest)
+    # the parent's data, from its manifest (a fork records the same one)
+    parent_data = encode(decode_record(records[0]))[2].get("data")
     execution, data, trainer = prepare(config, arch=format_arch(parent_state.arch),
-                                       tensors=snap.tensors, workers=controls.launch.workers)
+                                       tensors=snap.tensors, workers=controls.launch.workers,
+                                       recorded=(parent_dir, parent_data))
     with EventLog.open(run_dir, create=True) as event_log:
         # The fork holds its own copy of the parent's snapshot (same bytes, same digest), so it
         # never depends on the parent's files, even if killed before its first snapshot.

@@ -156,13 +156,15 @@ class Outcome:
 
 def reexecute(run_dir: Path, count: int | None = None, *, standard: str = "auto",
               group: Dist = SINGLE, on_row: Callable[[Row], None] | None = None,
-              stop_at_first: bool = True, the_plan: Plan | None = None) -> Outcome:
+              stop_at_first: bool = True, the_plan: Plan | None = None,
+              data_root: str | None = None) -> Outcome:
     """Re-execute ``count`` epochs (None: every one whose start snapshot is kept) and the final
     evaluation, comparing each with the log; stops at the first mismatch by default.
 
     Under torchrun every rank re-executes (a run's ranks shard batches and BatchNorm statistics,
     so it can only be re-executed with as many processes as it ran with). ``the_plan``: the
-    run's :func:`plan`, when the caller has read it already."""
+    run's :func:`plan`, when the caller has read it already. The data must be the run's (its
+    manifest or source files' digests), under ``data_root`` if it moved."""
     run_dir = Path(run_dir)
     the_plan = the_plan or plan(run_dir)
     config, started = the_plan.config, the_plan.started
@@ -174,6 +176,8 @@ def reexecute(run_dir: Path, count: int | None = None, *, standard: str = "auto"
             "gradients are summed across them, so the run's arithmetic can only be re-executed "
             f"with {processes}: `torchrun --nproc-per-node {processes} -m autogrow verify "
             f"{run_dir} --reexecute …`")
+    if data_root is not None:
+        config = attrs.evolve(config, data_root=data_root)
     if started.versions.get("precision"):  # "auto" resolves by device: keep the run's own
         config = attrs.evolve(config, precision=str(started.versions["precision"]))
     execution = prepare_execution(config)
@@ -186,7 +190,7 @@ def reexecute(run_dir: Path, count: int | None = None, *, standard: str = "auto"
         why += f"; its evaluations are compared tolerantly: {legacy}"
     compare = Comparer(standard, on_row, stop_at_first, group, eval_standard=eval_standard)
     store = SnapshotStore(run_dir)
-    data = load_data(config, execution)
+    data = load_data(config, execution, recorded=(run_dir, started.data))  # the run's data only
     chosen = the_plan.choose(count)
     skipped = [f"epoch {t.epoch}: its start snapshot "
                + ("is not kept (pruned)" if t.start is not None else "was not written")

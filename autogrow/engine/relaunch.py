@@ -18,6 +18,7 @@ from autogrow.replay import decode_record, state_of
 from autogrow.storage import LOCK_NAME, LOG_NAME, EventLog, LogMissing, StorageError
 
 CONFIG_NAME = "config.toml"  # the run's settings, written beside its log when it starts
+DATA_DIR = "data"            # an image folder's manifest (autogrow.engine.data.manifest)
 
 
 def fresh(run_dir: Path) -> bool:
@@ -33,7 +34,7 @@ def fresh(run_dir: Path) -> bool:
 def _unstarted(run_dir: Path) -> bool:
     """A run directory whose log holds no complete record and that has nothing else of value:
     what a launch killed between creating the log and appending ``run_started`` leaves."""
-    allowed = {LOG_NAME, LOCK_NAME, CONFIG_NAME}
+    allowed = {LOG_NAME, LOCK_NAME, CONFIG_NAME, DATA_DIR}
     names = {p.name for p in run_dir.iterdir()}
     if LOG_NAME not in names or not names <= allowed | {
             n for n in names if n.startswith(f"{LOG_NAME}.torn-")}:
@@ -65,7 +66,10 @@ def relaunch_plan(run_dir: Path, config: RunConfig) -> dict[str, str]:
     wanted = config.to_dict()
     if config.threads == 0:  # "torch's default" was resolved to a number when the run started
         wanted["threads"] = stored["threads"]
-    differ = [k for k in wanted if wanted[k] != stored.get(k)]
+    # Where the data is is not what it is: a run that recorded its data may find it elsewhere
+    # (the resume checks that it is the same data).
+    moved = {"data_root"} if first.data is not None else set()
+    differ = [k for k in wanted if wanted[k] != stored.get(k) and k not in moved]
     if differ:
         changes = ", ".join(f"{k} (run: {stored.get(k)!r}, now: {wanted[k]!r})" for k in differ)
         return {"error": f"{run_dir} holds a run started with other settings: {changes}; "

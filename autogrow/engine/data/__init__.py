@@ -4,6 +4,7 @@
 - :mod:`.splits` — which rows each split holds (held-out validation, subsets, caps);
 - :mod:`.tensor_sets` — MNIST, Fashion-MNIST, SVHN, CIFAR as uint8 tensors on the device;
 - :mod:`.image_folder` — ImageNet-style folders, decoded by a persistent worker pool;
+- :mod:`.manifest` — which files a run trained on, and the check that they are still there;
 - :mod:`.batches` — each epoch's order, each rank's share, the batches themselves.
 
 Whatever the source, batch order and augmentation are pure functions of ``(seed, epoch,
@@ -20,6 +21,7 @@ import torch
 
 from autogrow.engine.data.batches import eval_batches, shard_bounds, steps_per_epoch, train_batches
 from autogrow.engine.data.image_folder import load_folder_splits, resolve_workers
+from autogrow.engine.data.manifest import Manifest
 from autogrow.engine.data.registry import (
     DATASETS,
     DataError,
@@ -46,6 +48,7 @@ __all__ = [
     "DataSplits",
     "DatasetInfo",
     "FolderSplit",
+    "Manifest",
     "SplitChoice",
     "TensorSplit",
     "Transform",
@@ -80,6 +83,7 @@ def load_dataset(
     verify_checksums: bool = True,
     workers: int | str = 0,
     crop_padding: int | None = None,
+    manifest: Manifest | None = None,
 ) -> DataSplits:
     """Load ``name`` and split it into train / val / test, reproducibly from ``seed``.
 
@@ -89,7 +93,9 @@ def load_dataset(
     ``val_split`` of the training set; ``"test"`` validates on the test set (paper). ``subset``
     keeps a stratified fraction of the training portion only; ``max_val``/``max_test`` cap the
     evaluation sets. ``crop_padding`` replaces a small set's random-crop padding (``None``: the
-    data set's own, as the original code). Missing files raise :class:`DataError`.
+    data set's own, as the original code). ``manifest``: an image folder's files as a run
+    recorded them (:mod:`.manifest`), read instead of listing the folder, which is checked
+    against it. Missing files, and files other than the manifest's, raise :class:`DataError`.
     """
     info = DATASETS[canonical_name(name)]
     if crop_padding is not None and info.tensor_resident:
@@ -101,6 +107,6 @@ def load_dataset(
     root = Path(data_root).expanduser() if data_root is not None else None
     dev = torch.device(device)
     if not info.tensor_resident:
-        return load_folder_splits(info, root, dev, choice, resolve_workers(workers))
+        return load_folder_splits(info, root, dev, choice, resolve_workers(workers), manifest)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return load_tensor_splits(info, root, download, cache, dev, pad_to, verify_checksums, choice)

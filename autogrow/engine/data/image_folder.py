@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from autogrow.config import STOP_SIGNALS
 from autogrow.engine.augment import derive_seed, normalize
+from autogrow.engine.data.manifest import Manifest, check_tree, scan
 from autogrow.engine.data.registry import DataError, DatasetInfo, call_torchvision
 from autogrow.engine.data.splits import (
     DataSplits,
@@ -137,9 +138,12 @@ class _PathTable:
     workers do not copy the table by touching reference counts."""
 
     def __init__(self, paths: list[str]) -> None:
-        encoded = [os.fsencode(p) for p in paths]
-        self.blob = b"".join(encoded)
-        self.ends = np.cumsum([len(e) for e in encoded], dtype=np.int64)
+        text = "".join(paths)
+        self.blob = os.fsencode(text)
+        if len(self.blob) == len(text):  # one byte a character (ASCII names): no per-path encode
+            self.ends = np.cumsum([len(p) for p in paths], dtype=np.int64)
+        else:
+            self.ends = np.cumsum([len(os.fsencode(p)) for p in paths], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -338,10 +342,14 @@ def _list_folder(info: DatasetInfo, folder: Path) -> tuple[list[str], list[tuple
 
 
 def load_folder_splits(
-    info: DatasetInfo, root: Path | None, dev: torch.device, choice: SplitChoice, workers: int
+    info: DatasetInfo, root: Path | None, dev: torch.device, choice: SplitChoice, workers: int,
+    manifest: Manifest | None = None,
 ) -> DataSplits:
     """List ``root/train`` and ``root/val`` and split them as ``choice`` says; images are read
-    later, batch by batch, by a pool of ``workers`` processes (0: in this process)."""
+    later, batch by batch, by a pool of ``workers`` processes (0: in this process).
+
+    Given a run's ``manifest``, the images are the manifest's, in its order, and the tree is
+    only checked against it (:func:`~autogrow.engine.data.manifest.check_tree`), not listed."""
     base = root if root is not None else Path("DATA_ROOT")
     if root is None or not (root / "train").is_dir() or not (root / "val").is_dir():
         raise DataError(
@@ -349,11 +357,16 @@ def load_folder_splits(
             f"{base}/train/<class>/<image> and {base}/val/<class>/<image> (ImageFolder layout); "
             "pass --data-root"
         )
-    classes, train_samples = _list_folder(info, root / "train")
-    test_classes, test_samples = _list_folder(info, root / "val")
-    if classes != test_classes:
-        raise DataError(f"{info.name}: class folders of {root}/train and {root}/val differ")
-    images = FolderImages({"train": train_samples, "test": test_samples}, info.hflip,
+    if manifest is not None:
+        check_tree(info.name, manifest, root)
+    else:
+        classes, train_samples = _list_folder(info, root / "train")
+        test_classes, test_samples = _list_folder(info, root / "val")
+        if classes != test_classes:
+            raise DataError(f"{info.name}: class folders of {root}/train and {root}/val differ")
+        manifest = scan(root, {"train": train_samples, "val": test_samples}, classes)
+    classes = list(manifest.classes)
+    images = FolderImages(manifest.samples(root), info.hflip,
                           (info.mean, info.std) if dev.type == "cpu" else None)
     reader = FolderReader(images, workers, pin_memory=dev.type == "cuda")
     picks = pick_splits(images.labels["train"], images.labels["test"], choice)
@@ -368,5 +381,5 @@ def load_folder_splits(
         name=info.name, num_classes=len(classes), in_channels=3, image_size=CROP,
         mean=info.mean, std=info.std, crop_padding=0, hflip=info.hflip, classes=tuple(classes),
         train=splits["train"], val=splits["val"], test=splits["test"], data_location=str(root),
-        **choice.describe(),
+        manifest=manifest, **choice.describe(),
     )

@@ -96,6 +96,10 @@ class DataSplits:
     subset: float
     seed: int
     data_location: str
+    #: an image folder's files (:class:`~autogrow.engine.data.manifest.Manifest`), else None
+    manifest: Any = None
+    #: a tensor set's source files: ``{file name: sha256}``, else None
+    source_digests: Any = None
 
     @property
     def tensor_resident(self) -> bool:

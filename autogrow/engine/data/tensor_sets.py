@@ -20,6 +20,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
+from autogrow.engine.data.manifest import file_digests
 from autogrow.engine.data.registry import DataError, DatasetInfo, call_torchvision
 from autogrow.engine.data.splits import (
     DataSplits,
@@ -53,6 +54,7 @@ class _Raw:
     test_labels: torch.Tensor
     classes: tuple[str, ...]
     location: str
+    files: tuple[Path, ...]  # the source files read (their digests are the data's identity)
 
 
 def _missing(info: DatasetInfo, data_root: Path | None, expected: str) -> DataError:
@@ -139,6 +141,7 @@ def _load_idx(info: DatasetInfo, data_root: Path | None, download: bool, cache_d
         test_labels=test.targets.to(torch.int64),
         classes=tuple(str(c) for c in train.classes),
         location=str(Path(root) / _TV_FOLDER[info.name] / "raw"),
+        files=tuple(Path(root) / _TV_FOLDER[info.name] / "raw" / f for f in _IDX_FILES),
     )
 
 
@@ -200,6 +203,7 @@ def _load_cifar(
         test_labels=torch.as_tensor(test.targets, dtype=torch.int64),
         classes=tuple(str(c) for c in train.classes),
         location=str(base),
+        files=tuple(base / f for f in files),
     )
 
 
@@ -224,6 +228,7 @@ def _load_svhn(
         test_labels=torch.as_tensor(test.labels, dtype=torch.int64),
         classes=tuple(str(i) for i in range(10)),
         location=str(root),
+        files=tuple(root / f for f in files),
     )
 
 
@@ -278,5 +283,6 @@ def load_tensor_splits(
         image_size=int(splits["train"].images.shape[-1]), mean=info.mean, std=info.std,
         crop_padding=info.crop_padding, hflip=info.hflip, classes=raw.classes,
         train=splits["train"], val=splits["val"], test=splits["test"],
-        data_location=raw.location, **choice.describe(),
+        data_location=raw.location, source_digests=file_digests(list(raw.files)),
+        **choice.describe(),
     )
