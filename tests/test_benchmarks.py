@@ -301,10 +301,30 @@ def check_input_pipeline(request: pytest.FixtureRequest, tmp_path: Path) -> None
     assert decoders and all(v > 0 for v in decoders.values()), decoders
 
 
+def check_manifest_bench(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A manifest of 2,100 entries written and read as a resume reads it (the reader's tables
+    built from it), and the check of a tree of 200 sparse files against its manifest."""
+    out = run_benchmark("manifest_bench.py", "--train", "2000", "--val", "100", "--classes",
+                        "10", "--files", "200", "--repeats", "1")
+    assert out["benchmark"] == "manifest" and out["entries"] == 2100 and out["classes"] == 10
+    assert out["command"] == ("python benchmarks/manifest_bench.py --train 2000 --val 100 "
+                              "--classes 10 --files 200 --repeats 1")
+    check_machine(out)
+    for key in ("manifest_bytes", "write_s", "read_s", "resume_data_s",
+                "resume_start_projected_s"):
+        assert out[key] > 0, key
+    tree = out["tree"]
+    assert tree["files"] == 200
+    for key in ("torchvision_listing_s", "new_run_scan_s", "check_s", "check_us_per_file",
+                "listing_us_per_file", "check_projected_s"):
+        assert tree[key] > 0, key
+
+
 SMOKE: dict[str, Callable[[pytest.FixtureRequest, Path], None]] = {
     "parity.py": check_parity,
     "throughput.py": check_throughput,
     "log_bench.py": check_log_bench,
+    "manifest_bench.py": check_manifest_bench,
     "reexecute_bench.py": check_reexecute_bench,
     "channels_last_crash.py": check_channels_last_crash,
     "input_pipeline.py": check_input_pipeline,
