@@ -24,7 +24,7 @@ from autogrow.engine.data import DataError, eval_batches, load_dataset
 from autogrow.engine.data import image_folder
 from autogrow.engine.data import manifest as mf
 from autogrow.engine.device import resolve_execution
-from autogrow.engine.factories import load_data, record_data
+from autogrow.engine.factories import check_data, load_data, record_data
 from autogrow.engine.relaunch import fresh, relaunch_plan
 from autogrow.errors import cli_message
 from autogrow.events import RunStarted, decode, encode
@@ -186,6 +186,19 @@ def test_other_data_is_refused_naming_the_first_difference(copy, tmp_path, chang
     assert (run / "data" / "manifest").read_bytes() == manifest_before
 
 
+def test_loading_from_the_manifest_reads_no_image_the_check_compares_them(copy, tmp_path):
+    """A resume loads on every process without the check (the manifest is the list), and rank 0
+    alone then checks (``check_data``, a decision every rank hears)."""
+    identity = _recorded(copy, tmp_path / "run")
+    (copy / "val/class1/1.jpg").unlink()
+    data = load_data(_config(copy), CPU, workers=0, recorded=(tmp_path / "run", identity),
+                     check=False)
+    assert len(data.test) == 4
+    with pytest.raises(DataError, match="val/class1/1.jpg is missing"):
+        check_data(data, identity)
+    check_data(data, None)  # a run that recorded nothing: nothing to compare
+
+
 def test_a_missing_or_altered_manifest_is_refused(images, tmp_path):
     run = tmp_path / "run"
     identity = _recorded(images, run)
@@ -252,6 +265,22 @@ def _logged(run: Path, config: RunConfig, data: dict | None) -> Path:
         log.append(*encode(RunStarted(run_id="r", config=config.to_dict(), seed=config.seed,
                                       data=data)))
     return run
+
+
+def test_verify_requires_the_manifest_run_started_names(images, tmp_path):
+    from autogrow.replay import verify
+
+    assert verify.MANIFEST_PATH == mf.MANIFEST_PATH
+    run = tmp_path / "run"
+    _logged(run, _config(images), _recorded(images, run))
+    assert verify.verify_run(run).problems == ()
+    path = run / "data" / "manifest"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + b"extra\t1\t0\n"))
+    [problem] = verify.verify_run(run).problems
+    assert problem.startswith(f"seq 1: {path} is not the one run_started names (sha256 ")
+    path.unlink()
+    assert verify.verify_run(run).problems == (
+        f"seq 1: {path}, the list of the run's data, is missing",)
 
 
 def test_a_relaunch_on_moved_data_resumes_when_the_run_recorded_its_data(tmp_path):

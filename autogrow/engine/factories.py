@@ -35,35 +35,18 @@ def software_versions(execution: Execution, group: Dist = SINGLE) -> dict[str, A
 
 
 def load_data(config: RunConfig, execution: Execution, workers: int | str = "auto",
-              recorded: tuple[Path, Mapping[str, Any] | None] | None = None) -> DataSplits:
+              recorded: tuple[Path, Mapping[str, Any] | None] | None = None, *,
+              check: bool = True) -> DataSplits:
     """The run's data splits on the training device (raises DataError before anything is written).
 
     ``recorded``: a run that exists already — its directory and the data its ``run_started``
     records (None in runs logged before data was recorded: then the data is read as for a new
-    run). An image folder is then read from the run's manifest and the tree checked against it;
-    a tensor set's source files must have the recorded digests. Other data is refused."""
+    run). An image folder is then read from the run's manifest, not listed, and unless ``check``
+    is False the data is compared with the record (:func:`check_data`)."""
     identity = recorded[1] if recorded is not None else None
     pinned = (manifest.read(recorded[0], identity)
               if identity is not None and "manifest" in identity else None)
-    data = _load(config, execution, workers, pinned)
-    if identity is not None and "files" in identity:
-        manifest.check_files(data.name, identity["files"], data.source_digests or {},
-                             data.data_location)
-    return data
-
-
-def record_data(data: DataSplits, run_dir: Path) -> dict[str, Any]:
-    """What ``run_started`` records of the data (rank 0, as the run begins): an image folder's
-    manifest is written to ``RUN/data/manifest`` and named by its digest; a tensor set's source
-    files by theirs."""
-    if data.manifest is not None:
-        return manifest.write(run_dir, data.manifest)
-    return {"files": dict(data.source_digests or {})}
-
-
-def _load(config: RunConfig, execution: Execution, workers: int | str,
-          pinned: manifest.Manifest | None) -> DataSplits:
-    return load_dataset(
+    data = load_dataset(
         config.dataset,
         data_root=config.data_root or None,
         download=config.download,
@@ -79,6 +62,32 @@ def _load(config: RunConfig, execution: Execution, workers: int | str,
         crop_padding=None if config.crop_padding < 0 else config.crop_padding,
         manifest=pinned,
     )
+    if check:
+        check_data(data, identity)
+    return data
+
+
+def check_data(data: DataSplits, identity: Mapping[str, Any] | None) -> None:
+    """Refuse data other than a run's (``identity``: what its ``run_started`` records; None:
+    nothing, an old run): an image folder's tree must hold exactly the manifest's images, at
+    their sizes; a tensor set's source files must have the recorded digests. Raises
+    :class:`~autogrow.engine.data.DataError` naming the first difference."""
+    if identity is None:
+        return
+    if "manifest" in identity:
+        manifest.check_tree(data.name, data.manifest, Path(data.data_location))
+    if "files" in identity:
+        manifest.check_files(data.name, identity["files"], data.source_digests or {},
+                             data.data_location)
+
+
+def record_data(data: DataSplits, run_dir: Path) -> dict[str, Any]:
+    """What ``run_started`` records of the data (rank 0, as the run begins): an image folder's
+    manifest is written to ``RUN/data/manifest`` and named by its digest; a tensor set's source
+    files by theirs."""
+    if data.manifest is not None:
+        return manifest.write(run_dir, data.manifest)
+    return {"files": dict(data.source_digests or {})}
 
 
 def trainer_for(config: RunConfig, execution: Execution, data: DataSplits, arch: str,
@@ -97,15 +106,15 @@ def trainer_for(config: RunConfig, execution: Execution, data: DataSplits, arch:
 def prepare(config: RunConfig, group: Dist = SINGLE, *, arch: str | None = None,
             tensors: dict | None = None, workers: int | str = "auto",
             recorded: tuple[Path, Mapping[str, Any] | None] | None = None,
-            ) -> tuple[Execution, DataSplits, Trainer]:
+            check: bool = True) -> tuple[Execution, DataSplits, Trainer]:
     """Execution settings, data and a trainer; the trainer's tensors come from a snapshot if given,
-    the data is checked against a run's ``recorded`` data if given (:func:`load_data`).
+    the data is a run's ``recorded`` data if given (:func:`load_data`; ``check``: compared).
 
     Everything here can fail on bad input (no device, no data, other data) before the caller
     writes a byte.
     """
     execution = prepare_execution(config)
-    data = load_data(config, execution, workers, recorded)
+    data = load_data(config, execution, workers, recorded, check=check)
     trainer = trainer_for(config, execution, data, arch or config.seed_arch, group, tensors)
     return execution, data, trainer
 

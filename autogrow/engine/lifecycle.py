@@ -29,7 +29,7 @@ from autogrow.config import RunConfig, coerce
 from autogrow.engine.data import DataSplits
 from autogrow.engine.device import Execution
 from autogrow.engine.distributed import SINGLE, Dist, barrier, broadcast_json
-from autogrow.engine.factories import prepare, record_data, software_versions
+from autogrow.engine.factories import check_data, prepare, record_data, software_versions
 from autogrow.engine.relaunch import CONFIG_NAME, fresh, relaunch_plan
 from autogrow.engine.run import Controls, Run, RunError, RunResult, result_of
 from autogrow.engine.trainer import Trainer
@@ -151,7 +151,10 @@ def resume_run(run_dir: str | Path, group: Dist = SINGLE,
         tensors = SnapshotStore(run_dir).get(digest).tensors if digest else None
         execution, data, trainer = prepare(config, group, arch=format_arch(state.arch),
                                            tensors=tensors, workers=controls.launch.workers,
-                                           recorded=(run_dir, plan["data"]))
+                                           recorded=(run_dir, plan["data"]), check=False)
+        # rank 0 alone compares the data with the run's (one pass over a shared tree, not one
+        # per process); a refusal reaches every rank
+        _decided(group, lambda: check_data(data, plan["data"]))
         run = Run(run_dir, event_log, config, execution, data, trainer, state,
                   parent_snapshot=plan["parent_snapshot"], controls=controls)
         if step > 0:

@@ -42,6 +42,9 @@ from autogrow.storage.layout import MODEL_PREFIX, section
 from autogrow.storage import LOG_NAME, EventLog, LogCorrupted, StorageError
 
 DECISIONS = (PolicyChecked, StageStopped, BlockAdded, GrowthFinished, FinetuneStarted)
+#: where an image folder's run keeps its manifest (autogrow.engine.data.manifest.MANIFEST_PATH;
+#: replay does not import the engine)
+MANIFEST_PATH = Path("data") / "manifest"
 
 
 @attrs.frozen
@@ -85,6 +88,7 @@ def verify_run(run_dir: Path) -> Report:
             problems.append(f"seq {record.seq}: {err}")
             return Report(run_dir, tuple(problems), tuple(notes), len(records), 0, 0)
 
+    _check_manifest(run_dir, events, problems)
     checked = _check_snapshots(run_dir, records, events, problems, notes)
     live_seqs = {r.seq for r in live_records(records)}
     live = [(seq, ev) for seq, ev in events if seq in live_seqs]
@@ -111,6 +115,31 @@ def _way_on(run_dir: Path, intact) -> str:
     seq, ev = snaps[-1]
     return (f"the latest snapshot before the damage is seq {seq} ({ev.describe()}): "
             f"`autogrow fork {run_dir} --at {seq} --run-dir NEW` continues from it")
+
+
+def _check_manifest(run_dir: Path, events: list[tuple[int, Event]], problems: list[str]) -> None:
+    """An image folder's run keeps the list of its files, ``RUN/data/manifest``
+    (:mod:`autogrow.engine.data.manifest`): it must be the one ``run_started`` names."""
+    import gzip
+    import hashlib
+
+    seq, started = events[0] if events else (0, None)
+    data = getattr(started, "data", None) if isinstance(started, RunStarted) else None
+    if not data or "manifest" not in data:
+        return
+    path = run_dir / MANIFEST_PATH
+    try:
+        with gzip.open(path, "rb") as gz:
+            digest = hashlib.sha256(gz.read()).hexdigest()
+    except FileNotFoundError:
+        problems.append(f"seq {seq}: {path}, the list of the run's data, is missing")
+        return
+    except (OSError, EOFError) as err:
+        problems.append(f"seq {seq}: {path} cannot be read: {err}")
+        return
+    if digest != data["manifest"]:
+        problems.append(f"seq {seq}: {path} is not the one run_started names (sha256 "
+                        f"{digest[:12]}…, logged {str(data['manifest'])[:12]}…)")
 
 
 def _check_snapshots(run_dir: Path, records, events, problems: list[str],

@@ -94,8 +94,8 @@ def load_dataset(
     keeps a stratified fraction of the training portion only; ``max_val``/``max_test`` cap the
     evaluation sets. ``crop_padding`` replaces a small set's random-crop padding (``None``: the
     data set's own, as the original code). ``manifest``: an image folder's files as a run
-    recorded them (:mod:`.manifest`), read instead of listing the folder, which is checked
-    against it. Missing files, and files other than the manifest's, raise :class:`DataError`.
+    recorded them (:mod:`.manifest`), read instead of listing the folder (whose check against
+    it is :func:`.manifest.check_tree`). Missing files raise :class:`DataError`.
     """
     info = DATASETS[canonical_name(name)]
     if crop_padding is not None and info.tensor_resident:

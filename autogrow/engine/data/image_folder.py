@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from autogrow.config import STOP_SIGNALS
 from autogrow.engine.augment import derive_seed, normalize
-from autogrow.engine.data.manifest import Manifest, check_tree, scan
+from autogrow.engine.data.manifest import Manifest, scan
 from autogrow.engine.data.registry import DataError, DatasetInfo, call_torchvision
 from autogrow.engine.data.splits import (
     DataSplits,
@@ -348,8 +348,8 @@ def load_folder_splits(
     """List ``root/train`` and ``root/val`` and split them as ``choice`` says; images are read
     later, batch by batch, by a pool of ``workers`` processes (0: in this process).
 
-    Given a run's ``manifest``, the images are the manifest's, in its order, and the tree is
-    only checked against it (:func:`~autogrow.engine.data.manifest.check_tree`), not listed."""
+    Given a run's ``manifest``, the images are the manifest's, in its order, and the tree is not
+    listed (:func:`~autogrow.engine.data.manifest.check_tree` compares it with the manifest)."""
     base = root if root is not None else Path("DATA_ROOT")
     if root is None or not (root / "train").is_dir() or not (root / "val").is_dir():
         raise DataError(
@@ -357,9 +357,7 @@ def load_folder_splits(
             f"{base}/train/<class>/<image> and {base}/val/<class>/<image> (ImageFolder layout); "
             "pass --data-root"
         )
-    if manifest is not None:
-        check_tree(info.name, manifest, root)
-    else:
+    if manifest is None:
         classes, train_samples = _list_folder(info, root / "train")
         test_classes, test_samples = _list_folder(info, root / "val")
         if classes != test_classes:

@@ -7,11 +7,13 @@ relative to the split's folder, its size in bytes and its class index, in the li
 (the order the rows of every split, and so every batch, are drawn from). ``run_started`` records
 the manifest's digest and the class list (:func:`folder_identity`). A resume, a fork and a
 re-execution read the manifest instead of listing the tree again, and check the tree against it
-(:func:`check_tree`): a moved data root is the same data; a missing, added or resized file is
-not, and is refused before anything trains, naming the first difference.
+(:func:`check_tree`; a resume on rank 0 alone): a moved data root is the same data; a missing,
+added or resized file is not, and is refused before anything trains, naming the first
+difference.
 
-The file is gzip'd UTF-8 text (one line per image: ``path<TAB>size<TAB>class``), written with
-no timestamp, so the same listing gives the same bytes; its digest is the sha256 of the text.
+The file is gzip'd UTF-8 text (one line per image: ``path<TAB>size<TAB>class``; a backslash,
+tab, newline or carriage return in a name is backslash-escaped), written with no timestamp, so
+the same listing gives the same bytes; its digest is the sha256 of the text.
 """
 
 from __future__ import annotations
