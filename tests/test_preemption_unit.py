@@ -122,6 +122,12 @@ def test_for_launch_reads_the_process_environment_by_default(monkeypatch):
     assert StopControl.for_launch((), 100, 10.0).deadline == 50.0
 
 
+def test_a_stop_control_of_its_own_has_no_time_budget_to_log():
+    """The Python API's default: no deadline, and no budget source (the CLI logs one if set)."""
+    stop = StopControl()
+    assert (stop.deadline, stop.budget, stop.signals) == (None, "", ())
+
+
 def test_the_reserve_is_twice_the_longest_step_and_snapshot_plus_the_floor():
     """Room for finishing the step in flight and writing the last snapshot, measured, not
     guessed: the longest seen counts, a shorter one later does not lower it."""
@@ -362,11 +368,22 @@ def test_a_preemption_inside_its_grace_time_is_requeued_by_the_run(tmp_path):
 
 
 @pytest.mark.parametrize("code, stdout", [(1, "PreemptTime=2026-12-07T15:00:00"), (0, ""),
-                                          (0, "JobId=7 PreemptTime=None")])
+                                          (0, "JobId=7 PreemptTime=None"),
+                                          (0, "JobId=7 PreemptTime= Restarts=0")])
 def test_no_preemption_unless_scontrol_says_so(tmp_path, code, stdout):
     _fake_slurm(tmp_path / "bin", code, stdout)
     assert not preempted("7", {"PATH": str(tmp_path / "bin")})
     assert not preempted("7", {"PATH": str(tmp_path / "none")})
+
+
+def test_scontrol_that_hangs_is_no_preemption(tmp_path, monkeypatch):
+    """A SIGTERM while scontrol cannot answer: taken for scancel's (no requeue), in bounded time."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\nexec sleep 600\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setattr(preemption, "SQUEUE_TIMEOUT", 0.2)
+    assert preempted("7", {"PATH": str(bin_dir)}) is False
 
 
 def test_an_array_task_requeues_itself_alone(tmp_path):

@@ -498,3 +498,37 @@ def test_the_locked_message_is_what_a_second_writer_gets(proc: FakeProc, run: Pa
         f"{run} is locked by a process this machine does not show (the last writer, pid 100, is "
         f"not running here: another machine that shares this file system may be writing to "
         f"it); wait for it to finish or stop it there {READERS}")
+
+
+# -- a full disk while the lock file is made or its pid written: log._acquire_lock ---------------
+
+def _failing(errno_: int):
+    def fail(*args, **kwargs):
+        raise OSError(errno_, os.strerror(errno_))
+    return fail
+
+
+@pytest.mark.parametrize("call", ["open", "pwrite"])
+def test_a_full_disk_while_taking_the_lock_is_the_disk_full_error_naming_the_lock_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str) -> None:
+    """ENOSPC when the lock file is created, or when this process's pid is written into it: the
+    run's DiskFull (its message, the lock file as the path, the run), and the lock let go."""
+    monkeypatch.setattr(storage_log, "os", _Proxy(os, **{call: _failing(errno.ENOSPC)}))
+    with pytest.raises(DiskFull) as caught:
+        storage_log._acquire_lock(tmp_path)
+    lock = tmp_path / ".lock"
+    expected = _fs.disk_full(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), lock, tmp_path)
+    assert str(caught.value) == str(expected)
+    assert (caught.value.path, caught.value.run_dir) == (str(lock), str(tmp_path))
+    assert isinstance(caught.value.__cause__, OSError)
+    monkeypatch.setattr(storage_log, "os", os)
+    fd = storage_log._acquire_lock(tmp_path)  # nothing holds the lock after the failure
+    os.close(fd)
+
+
+@pytest.mark.parametrize("call", ["open", "pwrite"])
+def test_any_other_error_while_taking_the_lock_is_raised_as_it_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str) -> None:
+    monkeypatch.setattr(storage_log, "os", _Proxy(os, **{call: _failing(errno.EACCES)}))
+    with pytest.raises(PermissionError):
+        storage_log._acquire_lock(tmp_path)

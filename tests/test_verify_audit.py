@@ -509,3 +509,28 @@ def test_a_run_that_failed_where_a_decision_was_owed_is_failed_and_intact(smoke_
     after = cut + [log[epoch + 2]]
     _fails_at(verify_run(forge(smoke_run, after, tmp_path / "decided")), len(after),
               "policy_checked", "was not decided by the policy")
+
+
+def test_a_directory_that_is_no_run_is_one_problem_and_nothing_read(tmp_path):
+    """verify of a path without a log: the storage layer's one line, nothing counted, no note."""
+    missing = tmp_path / "nope"
+    report = verify_run(missing)
+    assert report == Report(missing, (f"{missing} is not a run directory (no events.jsonl); check "
+                                      "the path (`autogrow grow --run-dir` starts a new run)",),
+                            (), 0, 0, 0)
+    assert not report.ok and not report.damaged and report.failure is None
+
+
+def test_a_log_damaged_before_any_snapshot_offers_no_fork(smoke_run, tmp_path):
+    """Line 2 (the start snapshot's record) damaged: one intact record, and the way on is a
+    backup or a new run — nothing before the damage can be forked from."""
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    path = run / "events.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = lines[1].replace(b'"snapshot_written"', b'"snapshot_writte_"', 1)
+    path.write_bytes(b"\n".join(lines))
+    report = verify_run(run)
+    assert (report.records, report.damaged, len(report.problems)) == (1, True, 1)
+    assert report.notes == ("no snapshot a fork can start from precedes the damage: restore "
+                            "events.jsonl from a backup, or start the run again",)
