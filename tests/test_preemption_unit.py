@@ -376,14 +376,18 @@ def test_no_preemption_unless_scontrol_says_so(tmp_path, code, stdout):
     assert not preempted("7", {"PATH": str(tmp_path / "none")})
 
 
+def _hanging(bin_dir: Path, name: str, monkeypatch) -> dict[str, str]:
+    """An environment whose SLURM command ``name`` never answers, and a 0.2 s patience."""
+    bin_dir.mkdir()
+    (bin_dir / name).write_text("#!/bin/sh\nexec sleep 600\n")
+    (bin_dir / name).chmod(0o755)
+    monkeypatch.setattr(preemption, "SQUEUE_TIMEOUT", 0.2)
+    return {"PATH": str(bin_dir)}
+
+
 def test_scontrol_that_hangs_is_no_preemption(tmp_path, monkeypatch):
     """A SIGTERM while scontrol cannot answer: taken for scancel's (no requeue), in bounded time."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text("#!/bin/sh\nexec sleep 600\n")
-    (bin_dir / "scontrol").chmod(0o755)
-    monkeypatch.setattr(preemption, "SQUEUE_TIMEOUT", 0.2)
-    assert preempted("7", {"PATH": str(bin_dir)}) is False
+    assert preempted("7", _hanging(tmp_path / "bin", "scontrol", monkeypatch)) is False
 
 
 def test_an_array_task_requeues_itself_alone(tmp_path):
@@ -464,12 +468,7 @@ def test_squeue_without_an_end_time_says_why(tmp_path, code, stdout, stderr, why
 
 
 def test_squeue_that_hangs_is_given_up(tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "squeue").write_text("#!/bin/sh\nexec sleep 600\n")
-    (bin_dir / "squeue").chmod(0o755)
-    monkeypatch.setattr(preemption, "SQUEUE_TIMEOUT", 0.2)
-    assert squeue_end_time("5", {"PATH": str(bin_dir)}) == (
+    assert squeue_end_time("5", _hanging(tmp_path / "bin", "squeue", monkeypatch)) == (
         None, "squeue -j 5 gave no answer in 0.2 s")
 
 
