@@ -181,8 +181,8 @@ def test_other_data_is_refused_naming_the_first_difference(copy, tmp_path, chang
     assert str(err.value) == (head + "restore the files the run was started with (or point "
                               "data_root at its copy of the data), or start a new run on this data")
     assert cli_message(err.value) == (head + "restore the files the run was started with (or "
-                                      "point --data-root at its copy of the data), or start a new "
-                                      "run on this data")
+                                      "point --data-root at its copy of the data; for fork, --set "
+                                      "data_root=…), or start a new run on this data")
     assert (run / "data" / "manifest").read_bytes() == manifest_before
 
 
@@ -329,7 +329,7 @@ def test_resume_refuses_a_changed_file_and_a_relaunch_accepts_the_data_moved(cop
         f"autogrow: error: imagenet: the data under {copy} is not the data this run trained "
         f"on: train/class1/3.jpg is {len(original) - 10} bytes, the run's manifest says "
         f"{len(original)}; restore the files the run was started with (or point --data-root at "
-        "its copy of the data), or start a new run on this data")
+        "its copy of the data; for fork, --set data_root=…), or start a new run on this data")
     assert _contents(run) == before  # nothing written: the log, the manifest, the snapshots
 
     image.write_bytes(original)

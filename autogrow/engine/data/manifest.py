@@ -208,7 +208,8 @@ def check_tree(name: str, manifest: Manifest, root: Path) -> None:
             f"{said}; restore the files the run was started with (or point data_root at its "
             "copy of the data), or start a new run on this data",
             cli=f"{said}; restore the files the run was started with (or point --data-root at "
-                "its copy of the data), or start a new run on this data")
+                "its copy of the data; for fork, --set data_root=…), or start a new run on this "
+                "data")
 
     for part, listing in manifest.splits.items():
         folder = root / part
