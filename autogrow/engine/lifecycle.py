@@ -310,10 +310,14 @@ def relaunch_action(config: RunConfig, run_dir: str | Path, group: Dist = SINGLE
     them, and nothing is touched. This makes the same command safe to relaunch (job scripts,
     ``torchrun --max-restarts``, a requeue)."""
     run_dir = Path(run_dir)
-    plan = broadcast_json(group, relaunch_plan(run_dir, config) if group.is_main else None)
-    if "error" in plan:
-        raise RunError(plan["error"])
-    return plan["action"]
+
+    def decide() -> str:
+        plan = relaunch_plan(run_dir, config)
+        if "error" in plan:
+            raise RunError(plan["error"])
+        return plan["action"]
+
+    return _decided(group, decide)
 
 
 def finished_result(run_dir: str | Path) -> RunResult:

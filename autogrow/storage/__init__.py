@@ -20,7 +20,7 @@ from .errors import (
     SnapshotMissing,
     StorageError,
 )
-from ._fs import TEST_MARKER, announce_test_pause, disk_full_message, is_disk_full
+from ._fs import TEST_MARKER, announce_test_pause, disk_full_message, fsync_dir, is_disk_full
 from .log import GENESIS_HASH, LOCK_NAME, LOG_NAME, EventLog, LogRecord, TornTail, canonical_json
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ __all__ = [
     "announce_test_pause",
     "canonical_json",
     "disk_full_message",
+    "fsync_dir",
     "is_disk_full",
     "snapshot_bytes",
 ]

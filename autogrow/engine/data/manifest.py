@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from autogrow.engine.data.registry import DataError
+from autogrow.storage import fsync_dir
 
 MANIFEST_PATH = Path("data") / "manifest"  # inside the run directory
 HEADER = "autogrow data manifest 1"
@@ -129,6 +130,8 @@ def write(run_dir: Path, manifest: Manifest) -> dict[str, Any]:
         raw.flush()
         os.fsync(raw.fileno())
     os.replace(tmp, path)
+    for folder in (path.parent, run_dir):  # the rename and data/ itself durable, as snapshots
+        fsync_dir(folder)
     return folder_identity(manifest, digest_of(text))
 
 
@@ -253,14 +256,11 @@ def check_tree(name: str, manifest: Manifest, root: Path) -> None:
 
 
 def file_digests(files: list[Path]) -> dict[str, str]:
-    """``{file name: sha256}`` of a tensor set's source files (read whole, 1 MiB at a time)."""
+    """``{file name: sha256}`` of a tensor set's source files."""
     out = {}
     for path in files:
-        h = hashlib.sha256()
         with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        out[path.name] = h.hexdigest()
+            out[path.name] = hashlib.file_digest(f, "sha256").hexdigest()
     return out
 
 
