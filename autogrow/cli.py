@@ -378,7 +378,7 @@ def _reexecute_count(text: str) -> int | str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from autogrow.engine.distributed import launched_by_torchrun
+    from autogrow.config import launched_by_torchrun
     from autogrow.replay.verify import verify_run
     reexecute = args.reexecute is not None
     if launched_by_torchrun() and not reexecute:
@@ -467,7 +467,7 @@ def _snapshot_keep(run_dir: Path) -> int:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    from autogrow.engine.distributed import launched_by_torchrun
+    from autogrow.config import launched_by_torchrun
     if launched_by_torchrun():
         raise InputError("fork runs in one process; fork first, then `torchrun … -m autogrow "
                          "resume NEW_RUN` to continue it on several")

@@ -6,6 +6,7 @@ one-line error and leaves no run directory behind. Units are in the field commen
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -314,6 +315,12 @@ EXIT_RESUMABLE = 75
 EXIT_DISK_FULL = 74
 _DURATION_RE = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
                           r"(?:(\d+(?:\.\d+)?)s)?")
+
+
+def launched_by_torchrun() -> bool:
+    """torchrun (or a launcher like it) describes a process group in the environment (here, not
+    in engine.distributed, so that commands that only read a run need not import torch)."""
+    return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
 def parse_duration(text: str | float | int) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import sys
 
 import attrs
 import torch
@@ -112,13 +113,27 @@ def resolve_execution(device: str, precision: str, channels_last: bool, threads:
                      threads=torch.get_num_threads(), deterministic=deterministic)
 
 
+def _set_deterministic_algorithms(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode)`` without its import of TorchInductor.
+
+    The public call imports ``torch._inductor`` (and with it Dynamo, SymPy, FSDP) only to set
+    ``torch._inductor.config.deterministic``, which matters to ``torch.compile`` alone, which the
+    engine never uses: 1.7 s of every launch (resume, verify --reexecute, each rank) on a
+    2-core machine, a fifth of a smoke run. Where Inductor is already loaded (a user's program
+    that compiles) its setting is kept in step as the public call would."""
+    torch._C._set_deterministic_algorithms(mode)
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = mode
+
+
 def make_deterministic(execution: Execution) -> None:
     """Bit-reproducible kernels, which exact resume and the audit rely on (DESIGN §5): on CPU
     they cost nothing measurable; on CUDA they turn cuDNN autotuning off and pick deterministic
     (sometimes slower) kernels, and cuBLAS gets a fixed workspace. ``deterministic=False``
     (CUDA speed first) autotunes instead: a resumed run is then close to, not equal to, an
     uninterrupted one."""
-    torch.use_deterministic_algorithms(execution.deterministic)
+    _set_deterministic_algorithms(execution.deterministic)
     # Deterministic mode also NaN-fills every new tensor, a debugging aid that cost 7–9 % of
     # CPU throughput with identical results (benchmarks/RESULTS.md).
     torch.utils.deterministic.fill_uninitialized_memory = False

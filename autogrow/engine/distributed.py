@@ -27,6 +27,8 @@ import torch.distributed as dist
 # a finished process can abort there (SIGABRT, "terminate called without an active exception").
 import torch.distributed.nn.functional  # noqa: F401
 
+from autogrow.config import launched_by_torchrun
+
 
 @attrs.frozen
 class Dist:
@@ -57,11 +59,6 @@ class Dist:
 
 SINGLE = Dist()
 _CONTROL: dict[str, Any] = {}  # the control group of this process's group, while it runs
-
-
-def launched_by_torchrun() -> bool:
-    """torchrun (or a launcher like it) describes a process group in the environment."""
-    return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
 def init_from_env(device: str) -> Dist:
