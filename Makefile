@@ -29,8 +29,10 @@ demo: install data
 slurm:
 	@$(PYTHON) scripts/local_slurm.py install
 
+# One pytest worker per core (pytest-xdist), each test module on one worker (its module-scoped
+# runs made once); tests/conftest.py gives the workers' processes one thread each.
 test: install data slurm
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 # The inner loop: the fast tier only (tests that run in this process, no training run; see
 # docs/testing.md and tests/conftest.py FAST_MODULES).

@@ -12,6 +12,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: Decompressed files and the tensor cache of every load in the suite (in this process or a
+#: launched one) go here, not to the user's ~/.cache/autogrow.
+os.environ.setdefault("AUTOGROW_CACHE_DIR", str(REPO / ".pytest_cache" / "autogrow-data"))
+#: Under pytest-xdist (`make test`: one worker per core) every process a test starts trains with
+#: one CPU thread, unless the test says otherwise (--threads). A thread per core in each of
+#: several processes oversubscribes the cores, and OpenMP's spin-waiting then slowed the smoke
+#: run's epochs up to 5x here (docs/testing.md). Set before anything imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # -- tiers (docs/testing.md): `make test-fast` runs the fast tier, `make test` every tier ---------
 #: Modules whose tests all run in this process: no training run, no autogrow process (a helper
@@ -21,7 +30,8 @@ FAST_MODULES = frozenset({
     "test_blocks", "test_channels_last_guard", "test_cli_errors", "test_compare", "test_config",
     "test_data", "test_device", "test_events", "test_export", "test_log", "test_plot",
     "test_policies", "test_policy_oracle", "test_preemption_unit", "test_projection",
-    "test_readme", "test_snapshots", "test_storage_messages", "test_trainer", "test_writer",
+    "test_readme", "test_snapshots", "test_storage_messages", "test_tensor_cache", "test_trainer",
+    "test_writer",
 })
 TORCHRUN_MODULES = frozenset({"test_distributed", "test_image_folder", "test_initializers"})
 #: Fixtures that train a run (or read one trained for the session): not for the fast tier.
@@ -68,7 +78,6 @@ def autogrow_cli(*args: str, env: dict[str, str] | None = None, timeout: float =
         raise AssertionError("a fast-tier test started autogrow in a process: move it to a "
                              "process-level module (tests/conftest.py FAST_MODULES)")
     full_env = dict(os.environ, **(env or {}))
-    full_env.setdefault("AUTOGROW_CACHE_DIR", str(REPO / ".pytest_cache" / "autogrow-data"))
     proc = subprocess.run([sys.executable, "-m", "autogrow", *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout, cwd=REPO)
     if check and proc.returncode != 0:

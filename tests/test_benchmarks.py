@@ -156,7 +156,6 @@ def run_benchmark(script: str, *args: str) -> dict[str, Any]:
     """``python benchmarks/SCRIPT ARGS`` in a fresh process, as the README runs it: its stdout
     must be exactly one JSON object (progress and engine logs go to stderr)."""
     env = dict(os.environ)
-    env.setdefault("AUTOGROW_CACHE_DIR", str(REPO / ".pytest_cache" / "autogrow-data"))
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stderr[-3000:]}"

@@ -39,7 +39,6 @@ HOLD = "600"  # seconds a hooked write waits: "until killed"
 
 def launch(args: list[str], env_extra: dict[str, str], **popen) -> subprocess.Popen:
     env = dict(os.environ, **env_extra)
-    env.setdefault("AUTOGROW_CACHE_DIR", str(REPO / ".pytest_cache" / "autogrow-data"))
     return subprocess.Popen([sys.executable, "-m", "autogrow", *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
 

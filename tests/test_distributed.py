@@ -24,7 +24,6 @@ from tests.test_engine import comparable
 def _torchrun(nproc: int, *args: str, env_extra: dict[str, str] | None = None,
               max_restarts: int = 0, **popen) -> subprocess.Popen:
     env = dict(os.environ, **(env_extra or {}))
-    env.setdefault("AUTOGROW_CACHE_DIR", str(REPO / ".pytest_cache" / "autogrow-data"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", f"--max-restarts={max_restarts}", "-m", "autogrow", *args]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,

@@ -231,7 +231,6 @@ def test_an_error_mid_run_is_logged_and_resume_recovers(smoke_run, tmp_path, mon
     from autogrow.engine import lifecycle as run_module
     from autogrow.engine.trainer import Trainer
 
-    monkeypatch.setenv("AUTOGROW_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "autogrow-data"))
     real = Trainer.train_epoch
     calls = {"n": 0}
 

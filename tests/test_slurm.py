@@ -315,7 +315,7 @@ def test_an_array_task_signalled_is_requeued_alone_and_both_cells_equal_cells_ru
     names = [line.split("\t")[1] for line in
              autogrow_cli("sweep", str(spec), "--list", check=True).stdout.splitlines()]
     assert len(names) == 2
-    env = dict(os.environ, AUTOGROW_CACHE_DIR=str(REPO / ".pytest_cache" / "autogrow-data"))
+    env = dict(os.environ)
     env.pop("AUTOGROW_TEST_PAUSE_AT_STEP", None)
     solo = [subprocess.Popen([sys.executable, "-m", "autogrow", "sweep", str(spec), "--out",
                               str(alone), "--cell", str(i)], cwd=REPO, env=env,

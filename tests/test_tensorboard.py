@@ -182,7 +182,6 @@ def _launch_live(mode: str, run_dir: Path, logdir: Path, env: dict[str, str]) ->
     """``autogrow grow … --tensorboard LOGDIR`` (or ``resume RUN --tensorboard LOGDIR``)."""
     args = [*QUICK, "--run-dir", str(run_dir)] if mode == "grow" else [str(run_dir)]
     full = dict(os.environ, **env)
-    full.setdefault("AUTOGROW_CACHE_DIR", str(REPO / ".pytest_cache" / "autogrow-data"))
     return subprocess.Popen([sys.executable, "-m", "autogrow", mode, *args, "--tensorboard",
                              str(logdir)], cwd=REPO, env=full, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
