@@ -53,6 +53,12 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _loader_workers(pid: int) -> list[int]:
+    """The image-folder loader's workers below ``pid``: spawned interpreters (multiprocessing's
+    resource tracker, which spawning starts beside them, is not one)."""
+    return [p for p in _descendants(pid) if "multiprocessing.spawn" in _cmdline(p)]
+
+
 def _kill_everything(proc: subprocess.Popen) -> None:
     """SIGKILL torchrun and every worker at once, as a preempted machine would."""
     for pid in [proc.pid, *_descendants(proc.pid)]:
@@ -222,9 +228,11 @@ def _cmdline(pid: int) -> str:
 
 
 def _wait_for_no_workers(proc: subprocess.Popen) -> None:
-    """Until the kernel has reaped the workers of a torchrun that is gone (they hold the lock)."""
+    """Until the kernel has reaped the workers of a torchrun that is gone (they hold the lock).
+    This process's own resource tracker (started by the in-process loader tests) stays."""
     for _ in range(6000):  # a safety net of minutes: reaping takes milliseconds
-        if not any(p for p in _descendants(os.getpid()) if p != proc.pid):
+        if not any(p for p in _descendants(os.getpid()) if p != proc.pid
+                   and "multiprocessing.resource_tracker" not in _cmdline(p)):
             return
         time.sleep(0.05)
     raise AssertionError("torchrun's killed workers were never reaped")

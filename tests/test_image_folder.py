@@ -22,9 +22,9 @@ from autogrow.storage import EventLog
 from tests.conftest import autogrow_cli, write_image_folder
 from tests.test_crash import launch, wait_for_pause
 from tests.test_distributed import (
-    _descendants,
     _final_digest,
     _kill_everything,
+    _loader_workers,
     _rank_pid,
     _torchrun,
     _wait_for_markers,
@@ -136,12 +136,12 @@ def test_an_unreadable_image_is_a_data_error_naming_it(tmp_path):
 
 def test_one_pool_lives_across_epochs_and_splits(folder):
     data = load_dataset("imagenet", data_root=folder, seed=0, workers=2)
-    before = set(_descendants(os.getpid()))
+    before = set(_loader_workers(os.getpid()))
     seen = []
     for epoch in range(3):
         _materialise(train_batches(data.train, seed=0, epoch=epoch, batch_size=8))
         _materialise(eval_batches(data.val, 8))
-        seen.append(set(_descendants(os.getpid())) - before)
+        seen.append(set(_loader_workers(os.getpid())) - before)
     assert len(seen[0]) == 2 and seen[0] == seen[1] == seen[2]
 
 
@@ -239,7 +239,7 @@ def test_sigkill_of_the_main_process_alone_then_an_immediate_resume_is_bit_exact
     workers: list[int] = []
     try:
         assert wait_for_pause(first), "the run ended before the step it should be killed at"
-        workers = _descendants(first.pid)
+        workers = _loader_workers(first.pid)
         assert len(workers) == 2, workers  # the loader's pool
         for pid in workers:
             os.kill(pid, signal.SIGSTOP)
@@ -309,7 +309,7 @@ def test_torchrun_restarts_the_group_after_rank_0s_main_process_alone_is_killed(
     try:
         _wait_for_markers(proc, 2)
         rank0 = _rank_pid(proc, 0)
-        assert _descendants(rank0), "rank 0 has no loader worker"
+        assert _loader_workers(rank0), "rank 0 has no loader worker"
         os.kill(rank0, signal.SIGKILL)
         out, _ = proc.communicate(timeout=600)
     finally:

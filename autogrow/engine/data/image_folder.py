@@ -20,6 +20,8 @@ and then shuts them down).
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import multiprocessing.context
 import os
 import signal
 import weakref
@@ -226,6 +228,20 @@ def _ignore_stop_signals(_worker_id: int) -> None:
         signal.signal(getattr(signal, f"SIG{name}"), signal.SIG_IGN)
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """The pool's workers are spawned (a fresh interpreter each, once per launch: the pool is
+    persistent), not forked from the training process.
+
+    The training process has threads by the time its first pass starts (gloo's under torchrun,
+    CUDA's on a GPU), and a fork while another thread holds one of the interpreter's own locks
+    leaves the child hung inside ``os.fork()`` (CPython 3.11 takes its thread-state lock in the
+    child before re-initialising it): seen here as a torchrun resume on an image folder whose
+    rank-1 worker never started. A spawned worker also inherits no file descriptor of the run
+    (its writer lock among them) and is still the training process's child, whose death its
+    watchdog notices."""
+    return multiprocessing.get_context("spawn")
+
+
 def _stop_pool(loader: torch.utils.data.DataLoader) -> None:
     """Shut the workers down through their queues. Runs when the reader goes and at exit,
     before multiprocessing's own exit handler, which would SIGTERM the workers (they ignore it)
@@ -271,6 +287,7 @@ class FolderReader:
                 num_workers=self.workers, persistent_workers=pool,
                 prefetch_factor=PREFETCH if pool else None, pin_memory=self.pin_memory,
                 worker_init_fn=_ignore_stop_signals if pool else None,
+                multiprocessing_context=_pool_context() if pool else None,
                 # a generator of its own: each pass draws a base seed, which must not move the
                 # global RNG (it is in every snapshot, and would then depend on the worker count)
                 generator=torch.Generator(),
