@@ -13,8 +13,8 @@ PIL here (benchmarks/RESULTS.md §7).
 Every sample's crop and flip come from a generator seeded by ``(seed, epoch, position)``, so a
 batch is the same whatever the number of workers or processes, and a resumed epoch reads only
 the images of the steps it still has to run. One pool per process serves train, val and test and
-lives across epochs; its workers ignore the stop signals (the main process decides when to stop
-and then shuts them down).
+lives across epochs; its workers are spawned, not forked (see :func:`_pool_context`), and ignore
+the stop signals (the main process decides when to stop and then shuts them down).
 """
 
 from __future__ import annotations
