@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import autogrow
+from autogrow.errors import cli_message
 from autogrow.engine import data as D
 from autogrow.engine.augment import AugmentParams, augment_batch, epoch_augment_params, epoch_order
 from autogrow.engine.data import (
@@ -211,7 +212,8 @@ def test_mnist_missing_names_expected_files(tmp_path):
     with pytest.raises(DataError) as err:
         load_dataset("mnist", data_root=tmp_path, cache_dir=tmp_path / "cache")
     msg = str(err.value)
-    assert "\n" not in msg and "t10k-labels-idx1-ubyte" in msg and "--data-root" in msg
+    assert "\n" not in msg and "t10k-labels-idx1-ubyte" in msg and "data_root" in msg
+    assert "--data-root" in cli_message(err.value)  # the command line's words for the same
 
 
 def _write_cifar(root: Path, name: str) -> None:

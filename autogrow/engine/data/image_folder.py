@@ -369,11 +369,10 @@ def load_folder_splits(
     listed (:func:`~autogrow.engine.data.manifest.check_tree` compares it with the manifest)."""
     base = root if root is not None else Path("DATA_ROOT")
     if root is None or not (root / "train").is_dir() or not (root / "val").is_dir():
-        raise DataError(
-            f"{info.name}: {'no data under ' + str(root) if root else 'no data root given'}: expected "
-            f"{base}/train/<class>/<image> and {base}/val/<class>/<image> (ImageFolder layout); "
-            "pass --data-root"
-        )
+        said = (f"{info.name}: {'no data under ' + str(root) if root else 'no data root given'}: "
+                f"expected {base}/train/<class>/<image> and {base}/val/<class>/<image> "
+                "(ImageFolder layout)")
+        raise DataError(f"{said}; set data_root to where they are", cli=f"{said}; pass --data-root")
     if manifest is None:
         classes, train_samples = _list_folder(info, root / "train")
         test_classes, test_samples = _list_folder(info, root / "val")

@@ -78,7 +78,9 @@ class _Source:
 
 def _missing(info: DatasetInfo, data_root: Path | None, expected: str) -> DataError:
     where = f"no data under {data_root}" if data_root is not None else "no data root given"
-    return DataError(f"{info.name}: {where}: expected {expected}; pass --data-root or --download")
+    said = f"{info.name}: {where}: expected {expected}"
+    return DataError(f"{said}; set data_root to where they are, or download=True",
+                     cli=f"{said}; pass --data-root or --download")
 
 
 def _gzip_size(path: Path) -> int:
