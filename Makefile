@@ -30,9 +30,10 @@ slurm:
 	@$(PYTHON) scripts/local_slurm.py install
 
 # One pytest worker per core (pytest-xdist), each test module on one worker (its module-scoped
-# runs made once); tests/conftest.py gives the workers' processes one thread each.
+# runs made once), the longest modules first (tests/conftest.py LONGEST_FIRST), the workers'
+# processes on one thread each (conftest.py too).
 test: install data slurm
-	$(PY) -m pytest -q -n auto --dist loadfile
+	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 # The inner loop: the fast tier only (tests that run in this process, no training run; see
 # docs/testing.md and tests/conftest.py FAST_MODULES).

@@ -46,9 +46,30 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
 
 
+#: The modules that take longest (`--durations` of `make test`), longest first. `make test`
+#: hands whole modules to its workers in collection order (`--dist loadfile
+#: --no-loadscope-reorder`), so these start first and the many short modules fill in at the end;
+#: xdist's own order (most tests first) left one worker alone with test_crash for minutes.
+LONGEST_FIRST = ("test_image_folder", "test_distributed", "test_benchmarks", "test_crash",
+                 "test_sweep", "test_recovery", "test_preemption", "test_reexecute", "test_engine",
+                 "test_disk_full", "test_report", "test_slurm", "test_manifest")
+
+
+def _module(item: pytest.Item) -> str:
+    return item.module.__name__.rpartition(".")[2]
+
+
+def _schedule_key(item: pytest.Item) -> tuple[int, int]:
+    module = _module(item)
+    if module in LONGEST_FIRST:
+        return 0, LONGEST_FIRST.index(module)
+    return (2 if module in FAST_MODULES else 1), 0
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_schedule_key)  # stable: each module's tests keep their order
     for item in items:
-        module = item.module.__name__.rpartition(".")[2]
+        module = _module(item)
         if module not in FAST_MODULES:
             item.add_marker(pytest.mark.process)
             if module in TORCHRUN_MODULES:
