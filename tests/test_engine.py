@@ -204,9 +204,10 @@ def _digest(run_dir):
 
 
 def test_a_launch_with_its_data_cached_imports_neither_torchvision_nor_torchdynamo():
-    """What a launch costs before its first step (every resume after a preemption pays it): with
+    """A launch's data load and kernel setup (every resume after a preemption pays them): with
     the data set in the tensor cache, neither torchvision nor TorchDynamo/Inductor is imported
-    (about 1.5 s on a 2-core machine), and deterministic kernels are still on."""
+    by them (PyTorch's optimizers import Dynamo later, which this does not reach), and
+    deterministic kernels are still on."""
     from autogrow.engine.data import load_dataset
     load_dataset("fashionmnist")  # fills the suite's tensor cache, if nothing has yet
     code = ("import sys, torch\n"

@@ -118,8 +118,8 @@ def _set_deterministic_algorithms(mode: bool) -> None:
 
     The public call imports ``torch._inductor`` (and with it Dynamo, SymPy, FSDP) only to set
     ``torch._inductor.config.deterministic``, which matters to ``torch.compile`` alone, which the
-    engine never uses: 1.7 s of every launch (resume, verify --reexecute, each rank) on a
-    2-core machine, a fifth of a smoke run. Where Inductor is already loaded (a user's program
+    engine never uses (about 1 s here, part of it Dynamo, which PyTorch's optimizers import
+    later anyway: benchmarks/RESULTS.md §11). Where Inductor is already loaded (a user's program
     that compiles) its setting is kept in step as the public call would."""
     torch._C._set_deterministic_algorithms(mode)
     inductor = sys.modules.get("torch._inductor.config")
