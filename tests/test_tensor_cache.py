@@ -94,7 +94,27 @@ def test_a_cache_that_cannot_be_written_costs_speed_not_the_load(tmp_path, reads
         d = load_dataset("mnist", data_root=tmp_path, cache_dir=blocked / "cache")
         assert len(d.test) == 20
     assert len(reads) == 4  # read by torchvision each time
-    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_write_that_fails_midway_leaves_no_entry_and_no_temp_file(tmp_path, reads):
+    """A full disk while the entry is written (its temp file exists by then): the load goes on,
+    nothing half-written is left to be mistaken for an entry, and the next load reads again."""
+    import errno
+
+    _write_mnist(tmp_path / "MNIST" / "raw", gz=False)
+    cache = tmp_path / "cache"
+
+    def disk_full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tensor_cache, "save_file", disk_full)
+        assert len(load_dataset("mnist", data_root=tmp_path, cache_dir=cache).test) == 20
+    assert list((cache / "tensors").iterdir()) == []
+    load_dataset("mnist", data_root=tmp_path, cache_dir=cache)
+    assert len(reads) == 4 and len(_entries(cache)) == 1
 
 
 def test_cifar_and_svhn_file_names_are_torchvisions():

@@ -4,7 +4,10 @@ error type."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -75,6 +78,26 @@ def default_cache_dir() -> Path:
         return Path(os.environ["AUTOGROW_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "autogrow"
+
+
+@contextlib.contextmanager
+def cache_file(dst: Path) -> Iterator[str]:
+    """A temp file beside ``dst`` for the block to write; when the block ends it is fsynced, made
+    plain data (0644) and renamed to ``dst`` (so a reader sees the old file or the whole new one);
+    when the block raises it is removed."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is plain data
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def call_torchvision(info: DatasetInfo, make: Callable[[], Any], location: Path) -> Any:

@@ -2,9 +2,9 @@
 
 A launch of a run on MNIST, Fashion-MNIST, SVHN or CIFAR digests the source files anyway (their
 digests are the data's identity in the log). With those digests it looks here first: a hit reads
-one safetensors file instead of importing torchvision (which imports TorchDynamo: about 1.5 s
-of every launch on a 2-core machine — a resume after each preemption, each rank, each
-``verify --reexecute``) and decoding the files again (CIFAR's pickles take seconds more).
+one safetensors file instead of importing torchvision and decoding the files again: a resume
+after each preemption, each rank and each ``verify --reexecute`` has its data about 1 s sooner
+on Fashion-MNIST here (benchmarks/RESULTS.md §11; CIFAR's pickles, not measured, cost more).
 
 An entry is only a copy: the source files' digests name it, the sha256 of its tensors' bytes is
 in its metadata and checked on every read, and anything unreadable, damaged or of another format
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,6 +24,8 @@ import structlog
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from autogrow.engine.data.registry import cache_file
 
 FORMAT = "1"
 _log = structlog.get_logger("autogrow.data")
@@ -69,17 +69,8 @@ def store(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str
     """Write an entry atomically; an OSError (read-only or full disk) is logged, not raised."""
     meta = {**metadata, "format": FORMAT, "md5_checked": "1" if md5_checked else "0",
             "content": content_digest(tensors)}
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is plain data
-        os.replace(tmp, path)
+        with cache_file(path) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
     except OSError as err:
         _log.warning("tensor cache not written", path=str(path), error=str(err))
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)

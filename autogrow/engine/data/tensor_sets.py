@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from autogrow.engine.data import tensor_cache
 from autogrow.engine.data.manifest import file_digests
-from autogrow.engine.data.registry import DataError, DatasetInfo, call_torchvision
+from autogrow.engine.data.registry import DataError, DatasetInfo, cache_file, call_torchvision
 from autogrow.engine.data.splits import (
     DataSplits,
     SplitChoice,
@@ -98,19 +97,8 @@ def _decompress_once(src: Path, dst: Path) -> None:
         if (st.st_size % (1 << 32) == _gzip_size(src)
                 and st.st_mtime_ns >= src.stat().st_mtime_ns):
             return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, gzip.open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is plain data
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with cache_file(dst) as tmp, open(tmp, "wb") as out, gzip.open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, 1 << 20)
 
 
 def _resolve_idx_root(info: DatasetInfo, data_root: Path | None, cache_dir: Path) -> Path | None:
