@@ -1,9 +1,10 @@
-"""Probe PyTorch's CPU heap corruption in 1x1 stride-2 convs in channels_last, and the guard.
+"""Probe PyTorch's CPU failures in 1x1 stride-2 convs in channels_last, and the guard.
 
 For each (input channels, input size) it trains a 1x1 stride-2 conv (out = 2 x in, batch 8,
 300 steps of forward + backward) in a fresh process, ``--repeats`` times, once as a plain
 ``nn.Conv2d`` and once as the project's ``StridedPointwiseConv``, and counts the runs that died
-(SIGSEGV/SIGABRT: the corruption is not certain to strike in every run). Prints JSON.
+(SIGSEGV/SIGABRT: the corruption is not certain to strike in every run) or hung (no end within
+``--hang-after`` seconds: seen with two threads on an AMD EPYC). Prints JSON.
 
     .venv/bin/python benchmarks/channels_last_crash.py --repeats 2
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -22,9 +22,11 @@ from pathlib import Path
 
 import torch
 
+from autogrow.engine.device import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
-SHAPES = [(2, 56), (4, 32), (4, 44), (4, 56), (8, 48), (8, 112), (12, 56), (12, 112), (15, 112),
-          (16, 112), (24, 56)]
+SHAPES = [(2, 8), (4, 28), (6, 14), (2, 56), (4, 32), (4, 44), (4, 56), (8, 48), (8, 112),
+          (12, 56), (12, 112), (15, 112), (16, 112), (24, 56)]
 
 PROBE = """
 import sys, torch
@@ -39,14 +41,19 @@ for _ in range(steps):
 """
 
 
-def crashes(channels: int, size: int, kind: str, repeats: int, steps: int) -> int:
-    """Runs of the probe that died; each in a fresh process, as the corruption kills it."""
-    died = 0
+def failures(channels: int, size: int, kind: str, repeats: int, steps: int,
+             hang_after: float) -> tuple[int, int]:
+    """(runs of the probe that died, runs that hung); each in a fresh process, as the
+    corruption kills it."""
+    died = hung = 0
     for _ in range(repeats):
-        proc = subprocess.run([sys.executable, "-c", PROBE, str(channels), str(size), kind,
-                               str(steps)], capture_output=True, cwd=REPO, timeout=600)
-        died += proc.returncode != 0
-    return died
+        try:
+            proc = subprocess.run([sys.executable, "-c", PROBE, str(channels), str(size), kind,
+                                   str(steps)], capture_output=True, cwd=REPO, timeout=hang_after)
+            died += proc.returncode != 0
+        except subprocess.TimeoutExpired:  # subprocess.run has killed it
+            hung += 1
+    return died, hung
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -61,19 +68,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--shapes", type=parse_shapes, default=SHAPES,
-                        help="CHANNELSxSIZE,... (default: the 11 shapes of RESULTS.md §6)")
+                        help="CHANNELSxSIZE,... (default: the 14 shapes of RESULTS.md §6)")
     parser.add_argument("--steps", type=int, default=300, help="forward + backward per run")
+    parser.add_argument("--hang-after", type=float, default=120.0,
+                        help="seconds after which a run counts as hung and is killed")
     args = parser.parse_args()
     rows = []
     for channels, size in args.shapes:
-        rows.append({"in_channels": channels, "size": size, "runs": args.repeats,
-                     "plain_crashed": crashes(channels, size, "plain", args.repeats, args.steps),
-                     "guarded_crashed": crashes(channels, size, "guarded", args.repeats,
-                                                args.steps)})
+        row = {"in_channels": channels, "size": size, "runs": args.repeats}
+        for kind in ("plain", "guarded"):
+            row[f"{kind}_crashed"], row[f"{kind}_hung"] = failures(
+                channels, size, kind, args.repeats, args.steps, args.hang_after)
+        rows.append(row)
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(json.dumps({"benchmark": "channels_last_crash", "steps": args.steps,
                       "date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
-                      "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+                      "torch": torch.__version__, "cpu": cpu_model(),
+                      "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                       "threads": torch.get_num_threads(), "rows": rows}, indent=1))
 
 

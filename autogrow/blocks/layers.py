@@ -11,24 +11,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-# PyTorch's CPU convolution (oneDNN, torch 2.14.1, seen on AVX-512 x86) corrupts the heap in the
-# weight gradient of a 1x1 stride-2 conv in channels_last with few input channels on large
-# inputs: "corrupted double-linked list" or SIGSEGV, e.g. 2-8 channels at 48-112 px and 12-15
-# at 112 px; never with 16+ channels, at <= 32 px, or in NCHW. That is the projection
-# shortcut of a narrow net's stage transition on ImageNet-sized inputs, so such a run could
-# never finish. Such a conv therefore computes in NCHW on CPU (benchmarks/RESULTS.md).
-NCHW_GUARD_MAX_CHANNELS = 15  # in_channels at most this ...
-NCHW_GUARD_MIN_SIZE = 33      # ... and an input side at least this (px)
+# PyTorch's CPU convolution (oneDNN, torch 2.14.1) breaks in the weight gradient of a 1x1
+# strided conv in channels_last with few input channels, and where it breaks depends on the CPU:
+# on an Intel Xeon (AVX-512) it corrupted the heap with 2-15 input channels at 48-112 px; on an
+# AMD EPYC Zen 3 (AVX2) with 2-6 channels at every size from 8 px (SIGSEGV with one thread, a
+# hang with two) -- the smoke preset's own shortcut (4 channels at 28 px) among them. No other
+# conv ever broke (1x1 stride 1, 3x3 at any stride, any conv in NCHW: benchmarks/RESULTS.md §6).
+# A rule drawn from one CPU's range failed on the next, so on CPU every 1x1 strided conv on a
+# channels_last input computes in NCHW, whatever its width or input size: the projection
+# shortcuts only, one or two per net, whose copies cost little.
 
 
-def cpu_channels_last_unsafe(in_channels: int, kernel: tuple[int, ...], stride: tuple[int, ...],
-                             x: Tensor) -> bool:
-    """Whether a conv of this shape on ``x`` falls in the crashing CPU channels_last range
-    (a conservative superset of the observed cases)."""
+def cpu_channels_last_unsafe(kernel: tuple[int, ...], stride: tuple[int, ...], x: Tensor) -> bool:
+    """Whether a conv of this shape on ``x`` is one whose channels_last weight gradient oneDNN
+    can break on CPU: a 1x1 strided conv on a channels_last CPU input, of any width and size
+    (the range that breaks differs between CPUs, see above)."""
     return (x.device.type == "cpu" and x.dim() == 4
             and tuple(kernel) == (1, 1) and max(stride) > 1
-            and in_channels <= NCHW_GUARD_MAX_CHANNELS
-            and max(x.shape[-2:]) >= NCHW_GUARD_MIN_SIZE
             and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
 
 
@@ -57,7 +56,7 @@ class StridedPointwiseConv(nn.Conv2d):
     input's memory format, so the rest of the net is unaffected."""
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if cpu_channels_last_unsafe(self.in_channels, self.kernel_size, self.stride, x):
+        if cpu_channels_last_unsafe(self.kernel_size, self.stride, x):
             # a copy: a 1x1 weight counts as contiguous in both formats, so .contiguous() would
             # keep its channels_last strides and oneDNN would still take the channels_last path
             nchw_weight = _NCHWCopy.apply(weight)
