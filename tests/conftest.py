@@ -28,7 +28,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 #: test is marked `process` (it trains, or starts autogrow or torchrun), torchrun ones `torchrun`.
 FAST_MODULES = frozenset({
     "test_blocks", "test_channels_last_guard", "test_cli_errors", "test_compare", "test_config",
-    "test_data", "test_device", "test_events", "test_export", "test_log", "test_plot",
+    "test_data", "test_device", "test_events", "test_export", "test_layouts", "test_log", "test_plot",
     "test_policies", "test_policy_oracle", "test_preemption_unit", "test_projection",
     "test_readme", "test_snapshots", "test_storage_messages", "test_tensor_cache", "test_trainer",
     "test_writer",

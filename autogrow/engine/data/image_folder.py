@@ -1,4 +1,5 @@
-"""ImageNet-style data on disk (``ROOT/{train,val}/<class>/<image>``), read by a persistent pool.
+"""ImageNet-style data on disk (``ROOT/{train,val}/<class>/<image>``, or a flat val folder
+labelled by the devkit or Kaggle's csv: :mod:`.layouts`), read by a persistent pool.
 
 Each image is decoded (TorchCodec's libjpeg-turbo decoder, the successor of torchvision.io's;
 PIL for formats it does not read), cropped and resized to ``CROP``×``CROP`` on a ``DataLoader``
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 
 from autogrow.config import STOP_SIGNALS
 from autogrow.engine.augment import derive_seed, normalize
+from autogrow.engine.data import layouts
 from autogrow.engine.data.manifest import Manifest, scan
 from autogrow.engine.data.registry import DataError, DatasetInfo, call_torchvision
 from autogrow.engine.data.splits import (
@@ -349,38 +351,66 @@ class FolderReader:
 
 
 def _list_folder(info: DatasetInfo, folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
-    """Class names and (path, class) of every image under ``folder`` (torchvision's rules)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+    """Class names and (path, class) of every image under ``folder`` (torchvision's rules), less
+    hidden entries: a ``.``-named folder is no class, and nothing under a ``.``-named folder or
+    file is an image."""
+    from torchvision.datasets.folder import find_classes, has_file_allowed_extension, make_dataset
 
-    classes, class_to_idx = call_torchvision(info, lambda: find_classes(str(folder)), folder)
-    samples = call_torchvision(
-        info, lambda: make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS), folder)
+    found, _ = call_torchvision(info, lambda: find_classes(str(folder)), folder)
+    classes = [c for c in found if layouts.visible(c)]
+    if not classes:
+        raise DataError(f"{info.name}: cannot read data under {folder}: no class folder in it")
+    extensions = layouts.image_extensions()
+    cut = len(os.path.join(str(folder), ""))
+
+    hidden = os.sep + "."  # a component of the path below the folder starts with "."
+
+    def is_image(path: str) -> bool:
+        return has_file_allowed_extension(path, extensions) and hidden not in path[cut - 1:]
+
+    samples = call_torchvision(info, lambda: make_dataset(
+        str(folder), {c: i for i, c in enumerate(classes)}, is_valid_file=is_image), folder)
     return classes, samples
+
+
+def _list_flat_val(info: DatasetInfo, layout: layouts.Layout,
+                   classes: list[str]) -> list[tuple[str, int]]:
+    """(path, class) of every image directly in a flat val folder, by file name, labelled by the
+    devkit or Kaggle's csv (:mod:`.layouts`)."""
+    try:
+        files = layouts.flat_images(layout.val)
+    except OSError as err:
+        raise DataError(f"{info.name}: cannot list {layout.val}: {err.strerror or err}") from None
+    labels = layouts.label_flat_val(info.name, layout, files,
+                                    {c: i for i, c in enumerate(classes)})
+    prefix = os.path.join(str(layout.val), "")
+    return [(prefix + f, c) for f, c in zip(files, labels)]
 
 
 def load_folder_splits(
     info: DatasetInfo, root: Path | None, dev: torch.device, choice: SplitChoice, workers: int,
     manifest: Manifest | None = None,
 ) -> DataSplits:
-    """List ``root/train`` and ``root/val`` and split them as ``choice`` says; images are read
-    later, batch by batch, by a pool of ``workers`` processes (0: in this process).
+    """List the train and val images under ``root`` (any layout of :mod:`.layouts`) and split
+    them as ``choice`` says; images are read later, batch by batch, by a pool of ``workers``
+    processes (0: in this process).
 
     Given a run's ``manifest``, the images are the manifest's, in its order, and the tree is not
-    listed (:func:`~autogrow.engine.data.manifest.check_tree` compares it with the manifest)."""
-    base = root if root is not None else Path("DATA_ROOT")
-    if root is None or not (root / "train").is_dir() or not (root / "val").is_dir():
-        said = (f"{info.name}: {'no data under ' + str(root) if root else 'no data root given'}: "
-                f"expected {base}/train/<class>/<image> and {base}/val/<class>/<image> "
-                "(ImageFolder layout)")
-        raise DataError(f"{said}; set data_root to where they are", cli=f"{said}; pass --data-root")
+    listed (:func:`~autogrow.engine.data.manifest.check_tree` compares it with the manifest);
+    only the split folders are found again (a moved root)."""
+    layout = layouts.locate(info.name, root)
     if manifest is None:
-        classes, train_samples = _list_folder(info, root / "train")
-        test_classes, test_samples = _list_folder(info, root / "val")
-        if classes != test_classes:
-            raise DataError(f"{info.name}: class folders of {root}/train and {root}/val differ")
-        manifest = scan(root, {"train": train_samples, "val": test_samples}, classes)
+        classes, train_samples = _list_folder(info, layout.train)
+        if layouts.val_is_flat(info.name, layout):
+            test_samples = _list_flat_val(info, layout, classes)
+        else:
+            test_classes, test_samples = _list_folder(info, layout.val)
+            if classes != test_classes:
+                raise DataError(f"{info.name}: class folders of {layout.train} and {layout.val} "
+                                "differ")
+        manifest = scan(layout.folders, {"train": train_samples, "val": test_samples}, classes)
     classes = list(manifest.classes)
-    images = FolderImages(manifest.samples(root), info.hflip,
+    images = FolderImages(manifest.samples(layout.folders), info.hflip,
                           (info.mean, info.std) if dev.type == "cpu" else None)
     reader = FolderReader(images, workers, pin_memory=dev.type == "cuda")
     picks = pick_splits(images.labels["train"], images.labels["test"], choice)

@@ -1,9 +1,10 @@
 """Which files a run trained on: the data manifest of an image folder, and the digests of a
 tensor set's source files.
 
-On a run's first start the folder reader lists ``ROOT/train`` and ``ROOT/val`` once (torchvision's
-rules) and rank 0 writes what it found to ``RUN/data/manifest``: per split, every image's path
-relative to the split's folder, its size in bytes and its class index, in the listing's order
+On a run's first start the folder reader lists the train and val folders once (torchvision's
+rules, wherever the root's layout keeps them: :mod:`.layouts`) and rank 0 writes what it found to
+``RUN/data/manifest``: per split, every image's path relative to the split's folder (a flat val
+folder's: the file name), its size in bytes and its class index, in the listing's order
 (the order the rows of every split, and so every batch, are drawn from). ``run_started`` records
 the manifest's digest and the class list (:func:`folder_identity`). A resume, a fork and a
 re-execution read the manifest instead of listing the tree again, and check the tree against it
@@ -29,6 +30,7 @@ from typing import Any
 
 import attrs
 
+from autogrow.engine.data import layouts
 from autogrow.engine.data.registry import DataError
 from autogrow.storage import fsync_dir
 
@@ -51,6 +53,12 @@ class Listing:
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def flat(self) -> bool:
+        """Images directly in the split's folder (an official or Kaggle val), not in class
+        folders: a class folder's paths always hold a separator, a flat folder's never."""
+        return bool(self.paths) and os.sep not in self.paths[0]
+
 
 @attrs.frozen(eq=False)
 class Manifest:
@@ -59,12 +67,13 @@ class Manifest:
     classes: tuple[str, ...]
     splits: Mapping[str, Listing]  # by folder: "train", "val"
 
-    def samples(self, root: Path) -> dict[str, list[tuple[str, int]]]:
-        """``(path, class)`` of every image under ``root``, by the reader's source name
-        (``train``, and ``test`` for the ``val`` folder)."""
+    def samples(self, folders: Mapping[str, Path]) -> dict[str, list[tuple[str, int]]]:
+        """``(path, class)`` of every image, its split's folder taken from ``folders`` (by the
+        manifest's split name), by the reader's source name (``train``, and ``test`` for
+        ``val``)."""
         out = {}
         for folder, listing in self.splits.items():
-            prefix = os.path.join(str(root), folder, "")
+            prefix = os.path.join(str(folders[folder]), "")
             out[SOURCES[folder]] = [(prefix + p, c) for p, c in zip(listing.paths, listing.labels)]
         return out
 
@@ -101,12 +110,13 @@ def digest_of(text: bytes) -> str:
     return hashlib.sha256(text).hexdigest()
 
 
-def scan(root: Path, listed: Mapping[str, list[tuple[str, int]]], classes: list[str]) -> Manifest:
-    """The manifest of a fresh listing of ``root``: ``{folder: [(path, class)…]}`` as
-    torchvision listed it, each file's size read now."""
+def scan(folders: Mapping[str, Path], listed: Mapping[str, list[tuple[str, int]]],
+         classes: list[str]) -> Manifest:
+    """The manifest of a fresh listing: ``{split: [(path, class)…]}`` as the reader listed each
+    split's folder (``folders[split]``), each file's size read now."""
     splits = {}
     for folder, samples in listed.items():
-        cut = len(os.path.join(str(root / folder), ""))
+        cut = len(os.path.join(str(folders[folder]), ""))
         paths = [p[cut:] for p, _ in samples]
         try:
             sizes = [os.stat(p).st_size for p, _ in samples]
@@ -199,9 +209,12 @@ def _files(folder: str, extensions: tuple[str, ...]) -> Iterator[os.DirEntry]:
 
 def check_tree(name: str, manifest: Manifest, root: Path) -> None:
     """Raise :class:`DataError` naming the first difference between the images under ``root``
-    and the manifest: a class folder, then a missing or resized file (in the manifest's order),
-    then an added one. Lists the folders and stats every file; nothing is decoded."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
+    (its split folders found again: :mod:`.layouts`) and the manifest: a class folder, then a
+    missing or resized file (in the manifest's order), then an added one. A split the manifest
+    lists flat is compared with the images directly in its folder. Hidden entries (``.``-named,
+    anywhere below a split's folder) are not data unless the manifest lists them. Lists the
+    folders and stats every file; nothing is decoded."""
+    extensions = layouts.image_extensions()
 
     def refuse(difference: str, more: int = 0) -> DataError:
         if more:
@@ -214,34 +227,45 @@ def check_tree(name: str, manifest: Manifest, root: Path) -> None:
                 "its copy of the data; for fork, --set data_root=…), or start a new run on this "
                 "data")
 
+    folders = layouts.Layout(root, layouts.base_of(root)).folders
+    known = set(manifest.classes)
     for part, listing in manifest.splits.items():
-        folder = root / part
+        folder = folders[part]
         try:
-            on_disk = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+            with os.scandir(folder) as entries:
+                top = list(entries)
         except OSError as err:
             raise refuse(f"{folder} cannot be listed ({err.strerror or err})") from None
-        if on_disk != list(manifest.classes):
-            gone = [c for c in manifest.classes if c not in set(on_disk)]
-            new = [c for c in on_disk if c not in set(manifest.classes)]
-            raise refuse(f"class folder {part}/{(gone or new)[0]} is "
-                         + ("missing" if gone else "not in the run's manifest (added)"))
+        found: Iterator[os.DirEntry]
+        if listing.flat:
+            found = (e for e in top if not e.is_dir() and e.name.lower().endswith(extensions))
+        else:
+            on_disk = sorted(e.name for e in top
+                             if e.is_dir() and (layouts.visible(e.name) or e.name in known))
+            if on_disk != list(manifest.classes):
+                gone = [c for c in manifest.classes if c not in set(on_disk)]
+                new = [c for c in on_disk if c not in known]
+                raise refuse(f"class folder {part}/{(gone or new)[0]} is "
+                             + ("missing" if gone else "not in the run's manifest (added)"))
+            found = (e for cls in manifest.classes
+                     for e in _files(os.path.join(str(folder), cls), extensions))
         unseen = dict(zip(listing.paths, listing.sizes))
         cut = len(os.path.join(str(folder), ""))
         added, resized = [], {}
-        for cls in manifest.classes:
-            for entry in _files(os.path.join(str(folder), cls), IMG_EXTENSIONS):
-                rel = entry.path[cut:]
-                size = unseen.pop(rel, None)
-                if size is None:
+        for entry in found:
+            rel = entry.path[cut:]
+            size = unseen.pop(rel, None)
+            if size is None:
+                if os.sep + "." not in os.sep + rel:  # hidden (a "."-named part): not data
                     added.append(rel)
-                    continue
-                try:
-                    actual = entry.stat().st_size
-                except OSError:  # a dangling link: as good as missing
-                    unseen[rel] = size
-                    continue
-                if actual != size:
-                    resized[rel] = f"is {actual} bytes, the run's manifest says {size}"
+                continue
+            try:
+                actual = entry.stat().st_size
+            except OSError:  # a dangling link: as good as missing
+                unseen[rel] = size
+                continue
+            if actual != size:
+                resized[rel] = f"is {actual} bytes, the run's manifest says {size}"
         if unseen or resized or added:
             more = len(unseen) + len(resized) + len(added) - 1
             if unseen or resized:
