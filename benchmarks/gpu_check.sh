@@ -26,7 +26,8 @@
 #                    18-18-18 on device-resident 3x32x32 random batches of 128: images/s, ratio,
 #                    with deterministic kernels and autotuned
 #   input_pipeline   benchmarks/input_pipeline.py with this machine's cores, its JSON embedded
-#                    (fails with the reason, without running it, when torchcodec is unusable)
+#                    (where torchcodec is unusable, the engine's PIL decoding is timed and the
+#                    reason given)
 #   torchrun_nccl    the smoke preset under a 1-process torchrun, which makes the engine start a
 #                    process group (NCCL on cuda, gloo on cpu) and train through DDP, then
 #                    `autogrow verify`; DDP's backend and world size read from its log
@@ -43,8 +44,8 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --platform manylinux_2_28_x86_64 -d .whl transitions structlog tomli-w \
 #       "torchcodec==<the release built against the GPU image's torch>"
-# (a torchcodec built for another torch installs but fails to load: input_pipeline then fails
-# with that reason; the CUDA training steps do not need it).
+# (a torchcodec built for another torch installs but fails to load: input_pipeline then times
+# the engine on PIL and gives that reason; the CUDA training steps do not need it).
 # With $OUT set (the device tool), the summary is also written to $OUT/gpu_check.json and the
 # logs to $OUT/gpu_check_logs.tar.gz.
 set -euo pipefail

@@ -12,7 +12,9 @@ turn (``--repeats``), one steady pass of ``--batches`` train batches of ``--batc
   same worker count, batch tensors moved to ``--device``.
 
 Each pool is started and warmed (``--warmup`` batches) before its timed pass. A ``decoders``
-section times one image's decode + crop + resize per backend in this process (1 thread).
+section times one image's decode + crop + resize per backend in this process (1 thread): PIL's,
+and the engine's (``torchcodec_…``, or ``pil_…`` where TorchCodec is not usable: the result's
+``engine_decoder`` and ``torchcodec_problem`` say which and why).
 Prints one JSON object: images/s per loader and worker count, the engine/plain ratio and the
 speed-up from 1 to 2 workers.
 
@@ -32,8 +34,8 @@ import numpy as np
 import torch
 from _common import emit, machine, median
 
-from autogrow.engine.data import DATASETS, load_dataset, train_batches
-from autogrow.engine.data.image_folder import CROP, RATIO, SCALE, decode_rgb, train_view
+from autogrow.engine.data import DATASETS, decode, load_dataset, train_batches
+from autogrow.engine.data.image_folder import CROP, RATIO, SCALE, train_view
 
 
 def write_folder(root: Path, classes: int, images: int, seed: int = 0) -> Path:
@@ -122,11 +124,12 @@ def _decoders(root: Path, count: int) -> dict[str, float]:
         return TF.pil_to_tensor(TF.resized_crop(im, *box, [CROP, CROP]))
 
     def engine(path: Path, seed: int) -> torch.Tensor:
-        return train_view(decode_rgb(str(path)), seed, hflip=True)
+        return train_view(decode.decode_file(str(path)), seed, hflip=True)
 
     out = {}
     try:
-        for name, view in (("pil_decode_resize", pil), ("torchcodec_decode_torch_resize", engine)):
+        engine_label = f"{decode.backend()}_decode_torch_resize"  # the engine's decoder here
+        for name, view in (("pil_decode_resize", pil), (engine_label, engine)):
             rates = []
             for _ in range(3):
                 start = time.perf_counter()
@@ -163,6 +166,8 @@ def main() -> None:
             write_folder(root, args.classes, args.images)
         result: dict[str, Any] = {
             "benchmark": "input_pipeline", "machine": machine(),
+            # the engine's decoder here: TorchCodec, or PIL (same pixels, slower) without it
+            "engine_decoder": decode.backend(), "torchcodec_problem": decode.torchcodec_problem(),
             "settings": {k: getattr(args, k) for k in ("images", "classes", "batch_size",
                                                         "warmup", "repeats", "device")},
             "write_seconds": time.perf_counter() - started,

@@ -111,6 +111,7 @@ def test_input_pipeline_benchmark_json_is_embedded(dry_run):
     pipeline = steps(dry_run)["input_pipeline"]
     assert pipeline["ok"], pipeline.get("error")
     assert pipeline["torchcodec"]["ok"] and pipeline["torchcodec"]["version"]
+    assert pipeline["decoder"] == pipeline["result"]["engine_decoder"] == "torchcodec"
     assert pipeline["result"]["benchmark"] == "input_pipeline"
     assert set(pipeline["result"]["workers"]) == {"0", "2"}
 
@@ -125,20 +126,29 @@ def test_torchrun_trains_through_ddp_and_verifies(dry_run):
     assert torchrun["grow"]["verify"] and torchrun["grow"]["blocks"] > SEED_BLOCKS
 
 
-def test_a_missing_torchcodec_fails_only_the_input_pipeline_step_with_the_reason(tmp_path):
-    """The step alone, with an interpreter that cannot import torchcodec: a JSON answer that
-    names the reason, not a traceback."""
+def test_without_torchcodec_the_input_pipeline_step_times_pil_and_says_why(tmp_path):
+    """The step alone, with an interpreter that cannot import torchcodec: the engine decodes
+    with PIL, and the step's JSON says so and why, not a traceback."""
     blocker = tmp_path / "torchcodec"
     blocker.mkdir()
     (blocker / "__init__.py").write_text("raise ImportError('no torchcodec in this test')\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check_steps.py"),
-                           "input_pipeline", "--device", "cpu", "--images", "8"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=120)
+                           "input_pipeline", "--device", "cpu", "--images", "16", "--classes",
+                           "2", "--workers", "0", "--batch-size", "4", "--warmup", "1",
+                           "--repeats", "1", "--decoder-images", "2"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert not result["ok"] and "no torchcodec in this test" in result["error"]
-    assert "TorchCodec" in result["skipped"] and "result" not in result
+    assert result["ok"], result.get("error")
+    assert not result["torchcodec"]["ok"]
+    assert "no torchcodec in this test" in result["torchcodec"]["error"]
+    assert "PIL" in result["torchcodec"]["effect"]
+    assert result["decoder"] == result["result"]["engine_decoder"] == "pil"
+    assert "no torchcodec in this test" in result["result"]["torchcodec_problem"]
+    decoders = result["result"]["decoders_images_per_s_1_thread"]
+    assert set(decoders) == {"pil_decode_resize", "pil_decode_torch_resize"}
+    assert result["result"]["workers"]["0"]["engine_images_per_s"] > 0
 
 
 def test_a_used_out_dir_is_refused_with_a_json_error(tmp_path):

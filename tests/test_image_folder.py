@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ import torch
 
 from autogrow.config import EXIT_RESUMABLE, ConfigError, LaunchOptions
 from autogrow.engine.data import DataError, eval_batches, load_dataset, resolve_workers, train_batches
-from autogrow.engine.data.image_folder import CROP, decode_rgb, eval_view, train_view
+from autogrow.engine.data import decode
+from autogrow.engine.data.image_folder import CROP, eval_view, train_view
 from autogrow.events import BlockAdded, RunSuspended
 from autogrow.replay import live_events
 from autogrow.replay.verify import verify_run
@@ -106,7 +108,7 @@ def test_the_views_are_the_standard_imagenet_transforms(folder):
     from torchvision.transforms import functional as TF
 
     path = next((folder / "val" / "class1").glob("*.jpg"))
-    image = decode_rgb(str(path))
+    image = decode.decode_file(str(path))
     pil = Image.open(path).convert("RGB")
     assert torch.equal(image, TF.pil_to_tensor(pil))  # same libjpeg-turbo decode
     reference = TF.pil_to_tensor(T.CenterCrop(224)(T.Resize(256)(pil))).float()
@@ -122,6 +124,51 @@ def test_the_views_are_the_standard_imagenet_transforms(folder):
     assert (train_view(image, 123, hflip=True)[0].float() - expected).abs().mean() < 1.0
     unflipped = TF.pil_to_tensor(crop).float()
     assert (train_view(image, 123, hflip=False)[0].float() - unflipped).abs().mean() < 1.0
+
+
+def test_pil_decodes_the_fixture_images_as_torchcodec_does(folder):
+    """The decoder is not part of the data: PIL's pixels are TorchCodec's, JPEG and PNG."""
+    paths = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert decode.torchcodec_problem() is None and decode.backend() == "torchcodec"
+    assert {p.suffix for p in paths} == {".jpg", ".png"} and len(paths) == 66
+    for path in paths:
+        data = decode.read_file(str(path))
+        codec = decode.decode_torchcodec(data)
+        assert codec is not None and codec.dtype == torch.uint8 and codec.shape[0] == 3
+        assert torch.equal(codec, decode.decode_pil(data, str(path))), path
+
+
+@pytest.fixture
+def no_torchcodec(monkeypatch):
+    """This process as one where torchcodec cannot be imported (the probe's answer forgotten
+    before and after)."""
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)  # importing it: ImportError
+    decode.torchcodec_problem.cache_clear()
+    decode.announce.cache_clear()
+    yield
+    decode.torchcodec_problem.cache_clear()
+    decode.announce.cache_clear()
+
+
+def test_without_torchcodec_pil_gives_the_same_batches_and_one_notice(folder, no_torchcodec):
+    import structlog
+
+    assert decode.backend() == "pil" and "halted" in decode.torchcodec_problem()
+    with structlog.testing.capture_logs() as logs:
+        data = load_dataset("imagenet", data_root=folder, seed=3, workers=0)
+        load_dataset("imagenet", data_root=folder, seed=3, workers=0)  # a second reader
+        pil = _materialise(eval_batches(data.test, 5))
+    notices = [entry for entry in logs if "TorchCodec is not usable" in entry["event"]]
+    assert len(notices) == 1 and notices[0]["log_level"] == "warning", logs
+    assert "halted" in notices[0]["problem"] and "pip install" in notices[0]["to_use_it"]
+    assert "PIL" in notices[0]["event"]
+    sys.modules.pop("torchcodec.decoders")  # TorchCodec back
+    decode.torchcodec_problem.cache_clear()
+    assert decode.backend() == "torchcodec"
+    codec = _materialise(eval_batches(data.test, 5))
+    assert len(pil) == len(codec) == 4  # 18 val images
+    for (xa, ya), (xb, yb) in zip(pil, codec):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 def test_an_unreadable_image_is_a_data_error_naming_it(tmp_path):
@@ -173,6 +220,14 @@ def _grow_flags(folder: Path, run_dir: Path) -> list[str]:
             "--batch-size", "8", "--val-split", "0.25", "--run-dir", str(run_dir)]
 
 
+def _without_torchcodec(tmp_path: Path) -> str:
+    """A PYTHONPATH whose first folder holds a ``torchcodec`` that cannot be imported."""
+    blocker = tmp_path / "no-torchcodec" / "torchcodec"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('no torchcodec in this test')\n")
+    return os.pathsep.join(p for p in (str(blocker.parent), os.environ.get("PYTHONPATH")) if p)
+
+
 def _events(run_dir: Path):
     with EventLog.open(run_dir, readonly=True) as log:
         return [ev for _, ev in live_events(log.records)]
@@ -218,8 +273,13 @@ def test_kill_and_a_signal_to_the_whole_job_then_resume_with_other_worker_counts
         _kill_everything(second)
     assert _events(run_dir)[-1] == RunSuspended(signal="TERM", epoch=2, step=3)
 
-    third = launch([*command, "--workers", "3"], {})
+    # the last relaunch runs where torchcodec cannot be imported (its spawned workers too):
+    # decoded by PIL, the run still ends with the uninterrupted run's weights
+    third = launch([*command, "--workers", "3"], {"PYTHONPATH": _without_torchcodec(tmp_path)})
     assert third.wait(timeout=600) == 0, third.stderr.read().decode()
+    said = third.stderr.read().decode()
+    assert said.count("TorchCodec is not usable here") == 1, said  # once: not per worker
+    assert "no torchcodec in this test" in said and "pip install" in said
     assert _final_digest(run_dir) == _final_digest(folder_run)
     assert comparable(run_dir) == comparable(folder_run)
     assert verify_run(run_dir).ok

@@ -1,9 +1,9 @@
 """ImageNet-style data on disk (``ROOT/{train,val}/<class>/<image>``, or a flat val folder
 labelled by the devkit or Kaggle's csv: :mod:`.layouts`), read by a persistent pool.
 
-Each image is decoded (TorchCodec's libjpeg-turbo decoder, the successor of torchvision.io's;
-PIL for formats it does not read), cropped and resized to ``CROP``×``CROP`` on a ``DataLoader``
-worker, and batches cross to a GPU as uint8 — a quarter of float32's bytes — to be converted and
+Each image is decoded (:mod:`.decode`: TorchCodec's libjpeg-turbo decoder, the successor of
+torchvision.io's, or PIL where TorchCodec is not installed and for formats it does not read),
+cropped and resized to ``CROP``×``CROP`` on a ``DataLoader`` worker, and batches cross to a GPU as uint8 — a quarter of float32's bytes — to be converted and
 normalised there, as the tensor-resident data sets are; for a CPU run the workers normalise too
 (same operations, same bits), so the training process only receives its input. Train crops are
 the standard RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3) + horizontal flip, eval crops the
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from autogrow.config import STOP_SIGNALS
 from autogrow.engine.augment import derive_seed, normalize
-from autogrow.engine.data import layouts
+from autogrow.engine.data import decode, layouts
 from autogrow.engine.data.manifest import Manifest, scan
 from autogrow.engine.data.registry import DataError, DatasetInfo, call_torchvision
 from autogrow.engine.data.splits import (
@@ -72,32 +72,8 @@ def resolve_workers(spec: int | str) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# One image: decode, crop, resize (runs on the workers)
+# One image: crop, resize (runs on the workers; decoding: .decode)
 # --------------------------------------------------------------------------------------------
-
-
-def decode_rgb(path: str) -> torch.Tensor:
-    """The uint8 ``3×H×W`` RGB pixels of the image file at ``path``."""
-    from torchcodec.decoders import ImageReadMode, decode_image
-
-    try:
-        data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc.strerror or exc}; the folder changed "
-                        "since it was listed? restore the file or relaunch") from None
-    try:
-        image = decode_image(data, mode=ImageReadMode.RGB)
-        return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
-    except (RuntimeError, ValueError):
-        pass  # a format TorchCodec does not read (BMP, TIFF, PPM, ...): PIL does
-    from PIL import Image
-    from torchvision.transforms.functional import pil_to_tensor
-
-    try:
-        with Image.open(path) as im:
-            return pil_to_tensor(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot decode image {path}: {exc}; replace or remove the file") from None
 
 
 def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -183,7 +159,7 @@ class FolderImages(torch.utils.data.Dataset):
         labels = torch.empty(len(keys), dtype=torch.int64)
         with _one_thread():
             for i, (source, row, seed) in enumerate(keys):
-                image = decode_rgb(self.paths[source][row])
+                image = decode.decode_file(self.paths[source][row])
                 pixels[i] = (train_view(image, seed, self.hflip) if seed >= 0 else eval_view(image))[0]
                 labels[i] = self.labels[source][row]
             if self.stats is None:
@@ -274,6 +250,7 @@ class FolderReader:
     def __init__(self, images: FolderImages, workers: int, pin_memory: bool) -> None:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, not {workers}")
+        decode.announce()
         self.images = images
         self.workers = workers
         self.pin_memory = pin_memory
