@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from autogrow.events import BlockAdded, RunSuspended
 from autogrow.replay import live_events
 from autogrow.replay.verify import verify_run
 from autogrow.storage import EventLog
-from tests.conftest import autogrow_cli, write_image_folder
+from tests.conftest import REPO, autogrow_cli, write_image_folder
 from tests.test_crash import launch, wait_for_pause
 from tests.test_distributed import (
     _final_digest,
@@ -234,6 +235,19 @@ def _events(run_dir: Path):
 
 
 @pytest.fixture(scope="module")
+def folder_shards(folder, tmp_path_factory) -> Path:
+    """The folder written as WebDataset tar shards by the converter's command line."""
+    out = tmp_path_factory.mktemp("shards") / "shards"
+    proc = subprocess.run([sys.executable, "scripts/folder_to_shards.py", str(folder), str(out),
+                           "--shard-size", "7"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"train: 7 shards in {out / 'train'}",
+                                        f"val: 3 shards in {out / 'val'}"]
+    return out
+
+
+@pytest.fixture(scope="module")
 def folder_run(folder, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("folder-run") / "run"
     autogrow_cli(*_grow_flags(folder, run_dir), "--workers", "2", check=True)
@@ -321,6 +335,27 @@ def test_sigkill_of_the_main_process_alone_then_an_immediate_resume_is_bit_exact
     assert verify_run(run_dir).ok
 
 
+def test_sigkill_mid_epoch_on_shards_then_resume_ends_with_the_folder_runs_weights(
+        folder_shards, folder_run, tmp_path):
+    """The folder as tar shards: a run on them, SIGKILLed mid-epoch (workers too) and resumed,
+    ends with the weights of the uninterrupted run on the folder — the same rows, batches and
+    exact resume; the resume reads the shards' offsets from the run's index."""
+    run_dir = tmp_path / "run"
+    first = launch([*_grow_flags(folder_shards, run_dir), "--workers", "2"],
+                   {"AUTOGROW_TEST_PAUSE_AT_STEP": str(STEPS + 2)})
+    try:
+        assert wait_for_pause(first), "the run ended before the step it should be killed at"
+    finally:
+        _kill_everything(first)
+    _wait_for_no_workers(first)
+    assert (run_dir / "data" / "shard-index.npz").is_file()
+    resumed = autogrow_cli("resume", str(run_dir), "--workers", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert any(e.TYPE == "run_resumed" for e in _events(run_dir))
+    assert _final_digest(run_dir) == _final_digest(folder_run)
+    assert verify_run(run_dir).ok
+
+
 TORCHRUN_FLAGS = ["--finetune-epochs", "1", "--workers", "1"]
 
 
@@ -334,14 +369,16 @@ def folder_ddp_run(folder, tmp_path_factory) -> Path:
     return whole
 
 
-def test_torchrun_two_processes_on_a_folder_and_a_kill_resume_to_the_same_weights(
-        folder, folder_ddp_run, tmp_path):
+def test_torchrun_two_processes_on_a_folder_and_a_kill_resume_on_its_shards_to_the_same_weights(
+        folder_shards, folder_ddp_run, tmp_path):
+    """Two processes on the folder, uninterrupted; then two on the folder's tar shards, killed
+    mid-epoch and resumed: the same weights (shards under torchrun: the same rows and shares)."""
     flags, whole = TORCHRUN_FLAGS, folder_ddp_run
     assert sum(isinstance(e, BlockAdded) for e in _events(whole)) >= 1
     assert verify_run(whole).ok
 
     killed = tmp_path / "killed"
-    proc = _torchrun(2, *_grow_flags(folder, killed), *flags,
+    proc = _torchrun(2, *_grow_flags(folder_shards, killed), *flags,
                      env_extra={"AUTOGROW_TEST_PAUSE_AT_STEP": str(STEPS + 2)})
     try:
         _wait_for_markers(proc, 2)

@@ -13,7 +13,7 @@ import torch
 
 import autogrow
 from autogrow.config import RunConfig
-from autogrow.engine.data import DataSplits, load_dataset, manifest
+from autogrow.engine.data import DataSplits, load_dataset, manifest, shards
 from autogrow.engine.device import Execution, hardware, make_deterministic, resolve_execution
 from autogrow.engine.distributed import SINGLE, Dist
 from autogrow.engine.trainer import EVAL_BUFFERS, Trainer
@@ -46,6 +46,8 @@ def load_data(config: RunConfig, execution: Execution, workers: int | str = "aut
     identity = recorded[1] if recorded is not None else None
     pinned = (manifest.read(recorded[0], identity)
               if identity is not None and "manifest" in identity else None)
+    if pinned is not None and pinned.kind == "shards":  # with its offsets, when they are there
+        pinned = shards.pin(recorded[0], pinned, identity["manifest"])
     data = load_dataset(
         config.dataset,
         data_root=config.data_root or None,
@@ -74,7 +76,9 @@ def check_data(data: DataSplits, identity: Mapping[str, Any] | None) -> None:
     :class:`~autogrow.engine.data.DataError` naming the first difference."""
     if identity is None:
         return
-    if "manifest" in identity:
+    if "manifest" in identity and data.manifest.kind == "shards":
+        shards.check(data.name, data.manifest, Path(data.data_location))
+    elif "manifest" in identity:
         manifest.check_tree(data.name, data.manifest, Path(data.data_location))
     if "files" in identity:
         manifest.check_files(data.name, identity["files"], data.source_digests or {},
@@ -86,7 +90,10 @@ def record_data(data: DataSplits, run_dir: Path) -> dict[str, Any]:
     manifest is written to ``RUN/data/manifest`` and named by its digest; a tensor set's source
     files by theirs."""
     if data.manifest is not None:
-        return manifest.write(run_dir, data.manifest)
+        identity = manifest.write(run_dir, data.manifest)
+        if data.manifest.kind == "shards":  # the offsets beside it: a resume reads no header
+            shards.write_index(run_dir, data.manifest.index, identity["manifest"])
+        return identity
     return {"files": dict(data.source_digests or {})}
 
 

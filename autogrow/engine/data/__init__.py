@@ -4,6 +4,8 @@
 - :mod:`.splits` — which rows each split holds (held-out validation, subsets, caps);
 - :mod:`.tensor_sets` — MNIST, Fashion-MNIST, SVHN, CIFAR as uint8 tensors on the device;
 - :mod:`.image_folder` — ImageNet-style folders, decoded by a persistent worker pool;
+- :mod:`.shards` — the same images as WebDataset tar shards, read at random through an index;
+- :mod:`.decode` — an image's bytes to pixels (TorchCodec, or PIL without it);
 - :mod:`.manifest` — which files a run trained on, and the check that they are still there;
 - :mod:`.batches` — each epoch's order, each rank's share, the batches themselves.
 

@@ -1,11 +1,13 @@
 """ImageNet-style data on disk (``ROOT/{train,val}/<class>/<image>``, or a flat val folder
 labelled by the devkit or Kaggle's csv: :mod:`.layouts`), read by a persistent pool.
 
-Each image is decoded (:mod:`.decode`: TorchCodec's libjpeg-turbo decoder, the successor of
-torchvision.io's, or PIL where TorchCodec is not installed and for formats it does not read),
-cropped and resized to ``CROP``×``CROP`` on a ``DataLoader`` worker, and batches cross to a GPU as uint8 — a quarter of float32's bytes — to be converted and
-normalised there, as the tensor-resident data sets are; for a CPU run the workers normalise too
-(same operations, same bits), so the training process only receives its input. Train crops are
+Each image is read (a file, or a tar shard's member: :mod:`.shards`), decoded (:mod:`.decode`:
+TorchCodec's libjpeg-turbo decoder, the successor of torchvision.io's, or PIL where TorchCodec
+is not installed and for formats it does not read), cropped and resized to ``CROP``×``CROP`` on
+a ``DataLoader`` worker, and batches cross to a GPU as uint8 — a quarter of float32's bytes — to
+be converted and normalised there, as the tensor-resident data sets are; for a CPU run the
+workers normalise too (same operations, same bits), so the training process only receives its
+input. Train crops are
 the standard RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3) + horizontal flip, eval crops the
 standard Resize(256) + CenterCrop(224); the resize is torch's antialiased bilinear on
 channels-last uint8 pixels, which matches PIL's to within one grey level and was faster than
@@ -35,8 +37,8 @@ import torch.nn.functional as F
 
 from autogrow.config import STOP_SIGNALS
 from autogrow.engine.augment import derive_seed, normalize
-from autogrow.engine.data import decode, layouts
-from autogrow.engine.data.manifest import Manifest, scan
+from autogrow.engine.data import decode, layouts, shards
+from autogrow.engine.data.manifest import SOURCES, Manifest, scan
 from autogrow.engine.data.registry import DataError, DatasetInfo, call_torchvision
 from autogrow.engine.data.splits import (
     DataSplits,
@@ -132,20 +134,38 @@ class _PathTable:
         start = int(self.ends[row - 1]) if row else 0
         return os.fsdecode(self.blob[start : int(self.ends[row])])
 
+    def read(self, row: int) -> np.ndarray:
+        """The bytes of image ``row`` (a tar shard's table has the same two methods)."""
+        return decode.read_file(self[row])
+
+
+Stats = tuple[tuple[float, ...], tuple[float, ...]]
+
 
 class FolderImages(torch.utils.data.Dataset):
-    """The train and test folders' images by :data:`Key`; a batch of keys becomes one
-    channels-last ``N×3×CROP×CROP`` tensor and its int64 labels: uint8 pixels, or, given
-    ``stats`` (mean, std), the normalised float32 input itself — for a CPU run, whose "device"
-    is the CPU: there are no bytes to save on a wire, and the workers' cores do the work."""
+    """The train and test images by :data:`Key` (files of a folder, or samples of tar shards:
+    :meth:`of_tables`); a batch of keys becomes one channels-last ``N×3×CROP×CROP`` tensor and
+    its int64 labels: uint8 pixels, or, given ``stats`` (mean, std), the normalised float32
+    input itself — for a CPU run, whose "device" is the CPU: there are no bytes to save on a
+    wire, and the workers' cores do the work."""
 
     def __init__(self, samples: dict[str, list[tuple[str, int]]], hflip: bool,
-                 stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> None:
+                 stats: Stats | None = None) -> None:
         self.paths = {src: _PathTable([p for p, _ in rows]) for src, rows in samples.items()}
         self.labels = {src: torch.tensor([c for _, c in rows], dtype=torch.int64)
                        for src, rows in samples.items()}
         self.hflip = hflip
         self.stats = stats
+
+    @classmethod
+    def of_tables(cls, tables: dict, labels: dict[str, list[int]], hflip: bool,
+                  stats: Stats | None = None) -> "FolderImages":
+        """Images read through ``tables`` (by source: objects with ``read(row)`` giving the
+        bytes and ``[row]`` the name a message uses, as :class:`.shards.ShardTable`)."""
+        images = cls({}, hflip, stats)
+        images.paths = dict(tables)
+        images.labels = {src: torch.tensor(rows, dtype=torch.int64) for src, rows in labels.items()}
+        return images
 
     def __len__(self) -> int:
         return sum(len(t) for t in self.paths.values())
@@ -159,7 +179,8 @@ class FolderImages(torch.utils.data.Dataset):
         labels = torch.empty(len(keys), dtype=torch.int64)
         with _one_thread():
             for i, (source, row, seed) in enumerate(keys):
-                image = decode.decode_file(self.paths[source][row])
+                table = self.paths[source]
+                image = decode.decode(table.read(row), table[row])
                 pixels[i] = (train_view(image, seed, self.hflip) if seed >= 0 else eval_view(image))[0]
                 labels[i] = self.labels[source][row]
             if self.stats is None:
@@ -364,31 +385,68 @@ def _list_flat_val(info: DatasetInfo, layout: layouts.Layout,
     return [(prefix + f, c) for f, c in zip(files, labels)]
 
 
+def list_images(info: DatasetInfo, layout: layouts.Layout) -> Manifest:
+    """The manifest of a fresh listing of ``layout``'s train and val images, in the order the
+    reader numbers them (and :mod:`scripts/folder_to_shards.py` writes them)."""
+    classes, train_samples = _list_folder(info, layout.train)
+    if layouts.val_is_flat(info.name, layout):
+        test_samples = _list_flat_val(info, layout, classes)
+    else:
+        test_classes, test_samples = _list_folder(info, layout.val)
+        if classes != test_classes:
+            raise DataError(f"{info.name}: class folders of {layout.train} and {layout.val} "
+                            "differ")
+    return scan(layout.folders, {"train": train_samples, "val": test_samples}, classes)
+
+
 def load_folder_splits(
     info: DatasetInfo, root: Path | None, dev: torch.device, choice: SplitChoice, workers: int,
     manifest: Manifest | None = None,
 ) -> DataSplits:
-    """List the train and val images under ``root`` (any layout of :mod:`.layouts`) and split
-    them as ``choice`` says; images are read later, batch by batch, by a pool of ``workers``
-    processes (0: in this process).
+    """List the train and val images under ``root`` (any layout of :mod:`.layouts`, or
+    WebDataset tar shards: :mod:`.shards`) and split them as ``choice`` says; images are read
+    later, batch by batch, by a pool of ``workers`` processes (0: in this process).
 
     Given a run's ``manifest``, the images are the manifest's, in its order, and the tree is not
     listed (:func:`~autogrow.engine.data.manifest.check_tree` compares it with the manifest);
     only the split folders are found again (a moved root)."""
+    found = shards.find(root)
+    if manifest is not None and (manifest.kind == "shards") != (found is not None):
+        trained, now = (("tar shards", "no tar shards") if found is None
+                        else ("an image folder", "tar shards"))
+        said = f"{info.name}: the run trained on {trained}, but {root} holds {now}"
+        raise DataError(f"{said}; set data_root to the run's data",
+                        cli=f"{said}; pass --data-root with the run's data")
+    if found is not None:
+        return _shard_splits(info, root, shards.locate(info.name, root, found), dev, choice,
+                             workers, manifest)
     layout = layouts.locate(info.name, root)
     if manifest is None:
-        classes, train_samples = _list_folder(info, layout.train)
-        if layouts.val_is_flat(info.name, layout):
-            test_samples = _list_flat_val(info, layout, classes)
-        else:
-            test_classes, test_samples = _list_folder(info, layout.val)
-            if classes != test_classes:
-                raise DataError(f"{info.name}: class folders of {layout.train} and {layout.val} "
-                                "differ")
-        manifest = scan(layout.folders, {"train": train_samples, "val": test_samples}, classes)
-    classes = list(manifest.classes)
+        manifest = list_images(info, layout)
     images = FolderImages(manifest.samples(layout.folders), info.hflip,
                           (info.mean, info.std) if dev.type == "cpu" else None)
+    return _splits(info, root, images, manifest, dev, choice, workers)
+
+
+def _shard_splits(info: DatasetInfo, root: Path, found: dict[str, list[Path]],
+                  dev: torch.device, choice: SplitChoice, workers: int,
+                  manifest: Manifest | None) -> DataSplits:
+    """:func:`load_folder_splits` of WebDataset tar shards (:mod:`.shards`): indexed once by a
+    new run; a run's manifest comes with its index, refreshed for the shards found now."""
+    manifest = (shards.index(info.name, root, found) if manifest is None
+                else shards.refresh(manifest, found))
+    names = {split: _PathTable(listing.paths) for split, listing in manifest.splits.items()}
+    images = FolderImages.of_tables(
+        shards.tables(found, manifest, names),
+        {SOURCES[split]: listing.labels for split, listing in manifest.splits.items()},
+        info.hflip, (info.mean, info.std) if dev.type == "cpu" else None)
+    return _splits(info, root, images, manifest, dev, choice, workers)
+
+
+def _splits(info: DatasetInfo, root: Path | None, images: FolderImages, manifest: Manifest,
+            dev: torch.device, choice: SplitChoice, workers: int) -> DataSplits:
+    """The splits of ``images`` (by ``choice``), read through one pool of ``workers``."""
+    classes = list(manifest.classes)
     reader = FolderReader(images, workers, pin_memory=dev.type == "cuda")
     picks = pick_splits(images.labels["train"], images.labels["test"], choice)
     transform = Transform(info.mean, info.std, 0, info.hflip)

@@ -12,6 +12,9 @@ re-execution read the manifest instead of listing the tree again, and check the 
 added or resized file is not, and is refused before anything trains, naming the first
 difference.
 
+WebDataset tar shards have a manifest of the same form (:mod:`.shards`: its own first line, each
+path ``shard/member``) and an index of offsets beside it.
+
 The file is gzip'd UTF-8 text (one line per image: ``path<TAB>size<TAB>class``; a backslash,
 tab, newline or carriage return in a name is backslash-escaped), written with no timestamp, so
 the same listing gives the same bytes; its digest is the sha256 of the text.
@@ -36,6 +39,7 @@ from autogrow.storage import fsync_dir
 
 MANIFEST_PATH = Path("data") / "manifest"  # inside the run directory
 HEADER = "autogrow data manifest 1"
+SHARDS_HEADER = "autogrow data manifest 1 shards"  # a shard manifest (:mod:`.shards`)
 #: The folders under the data root a manifest lists, and the reader's name for each.
 SOURCES = {"train": "train", "val": "test"}
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
@@ -62,10 +66,15 @@ class Listing:
 
 @attrs.frozen(eq=False)
 class Manifest:
-    """The files of an image-folder data set: its classes and one :class:`Listing` per source."""
+    """The files of an image-folder data set: its classes and one :class:`Listing` per source.
+
+    ``kind="shards"``: the samples of WebDataset tar shards (:mod:`.shards`), each path
+    ``shard/member``; ``index`` then says where their bytes are (not part of the text)."""
 
     classes: tuple[str, ...]
     splits: Mapping[str, Listing]  # by folder: "train", "val"
+    kind: str = "folder"
+    index: Any = None
 
     def samples(self, folders: Mapping[str, Path]) -> dict[str, list[tuple[str, int]]]:
         """``(path, class)`` of every image, its split's folder taken from ``folders`` (by the
@@ -80,7 +89,8 @@ class Manifest:
     def encode(self) -> bytes:
         """The manifest's text (what its digest is of); the same manifest, the same bytes."""
         out = io.StringIO()
-        out.write(f"{HEADER}\nclasses\t{json.dumps(list(self.classes))}\n")
+        header = SHARDS_HEADER if self.kind == "shards" else HEADER
+        out.write(f"{header}\nclasses\t{json.dumps(list(self.classes))}\n")
         for folder, listing in self.splits.items():
             out.write(f"split\t{folder}\t{len(listing)}\n")
             out.writelines(f"{_escape(p)}\t{s}\t{c}\n"
@@ -173,7 +183,8 @@ def parse(text: bytes) -> Manifest:
     split's rows become columns through one ``join`` and one ``split``."""
     escaped = b"\\" in text
     lines = text.decode("utf-8", "surrogateescape").split("\n")
-    if lines[0] != HEADER or len(lines) < 2 or not lines[1].startswith("classes\t"):
+    if (lines[0] not in (HEADER, SHARDS_HEADER) or len(lines) < 2
+            or not lines[1].startswith("classes\t")):
         raise DataError(f"not an autogrow data manifest (it begins {lines[0][:40]!r})")
     classes = tuple(json.loads(lines[1].split("\t", 1)[1]))
     splits, at = {}, 2
@@ -186,7 +197,7 @@ def parse(text: bytes) -> Manifest:
             paths = [_unescape(p) for p in paths]
         splits[folder] = Listing(paths, list(map(int, cells[1::3])), list(map(int, cells[2::3])))
         at = end
-    return Manifest(classes, splits)
+    return Manifest(classes, splits, kind="shards" if lines[0] == SHARDS_HEADER else "folder")
 
 
 # --------------------------------------------------------------------------------------------
