@@ -240,3 +240,71 @@ def test_each_failure_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(AttributeError) as err:
         storage.no_such_name  # noqa: B018
     assert str(err.value) == "module 'autogrow.storage' has no attribute 'no_such_name'"
+
+
+# -- reading without torch (what `autogrow verify` does) ----------------------------------------
+
+
+def test_read_stored_gives_the_raw_entries_whose_weights_digest_is_the_tensors(tmp_path: Path) -> None:
+    from autogrow.blocks import weights_digest
+    from autogrow.storage.snapshots import TORCH_DTYPE_NAMES, stored_weights_digest
+
+    store = SnapshotStore(tmp_path)
+    tensors = mixed_tensors()
+    digest = store.put(tensors, {"arch": "1-2-1"})
+    stored, loaded = store.read_stored(digest), store.get(digest)
+    assert stored.digest == digest and stored.metadata == loaded.metadata == {"arch": "1-2-1"}
+    assert stored.entries.keys() == tensors.keys()
+    for name, entry in stored.entries.items():
+        t = loaded.tensors[name]
+        assert TORCH_DTYPE_NAMES[entry.dtype] == str(t.dtype), name
+        assert entry.shape == tuple(t.shape), name
+        assert entry.data == t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes(), name
+    assert stored_weights_digest(stored, "") == weights_digest(loaded.tensors)
+    # a section: the model's entries only, named without the prefix, as verify digests them
+    model = {"conv.weight": tensors["conv.weight"], "bn.num_batches_tracked": tensors["step"],
+             "fc.bf16": tensors["fc.bf16"]}
+    packed = {**{f"model.{k}": v for k, v in model.items()}, "momentum.conv.weight": tensors["lr"]}
+    stored = store.read_stored(store.put(packed))
+    assert stored_weights_digest(stored, "model.") == weights_digest(model)
+    assert stored_weights_digest(stored, "model.") != weights_digest(packed)
+    model["fc.bf16"] = model["fc.bf16"].clone()
+    model["fc.bf16"][0, 0] += 1  # one value of one entry: another digest
+    assert stored_weights_digest(stored, "model.") != weights_digest(model)
+
+
+def test_read_stored_refuses_what_get_refuses(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    absent = "cd" * 32
+    with pytest.raises(SnapshotMissing, match=absent):
+        store.read_stored(absent)
+    digest = store.put(mixed_tensors())
+    path = store.path(digest)
+    data = path.read_bytes()
+    path.write_bytes(data[:-1])
+    with pytest.raises(SnapshotCorrupted, match="its sha256 is"):
+        store.read_stored(digest)
+    for junk in (b"not a safetensors file", data[:-1]):  # garbage; a truncated file, renamed
+        name = hashlib.sha256(junk).hexdigest()
+        store.path(name).write_bytes(junk)
+        with pytest.raises(SnapshotCorrupted, match="not a valid safetensors"):
+            store.read_stored(name)
+
+
+def test_an_entry_of_a_dtype_no_snapshot_holds_is_named(tmp_path: Path) -> None:
+    import json
+    import struct
+
+    from autogrow.storage.snapshots import stored_weights_digest
+
+    store = SnapshotStore(tmp_path)
+    header = json.dumps({"model.w": {"dtype": "U16", "shape": [1], "data_offsets": [0, 2]}})
+    header += " " * (-len(header) % 8)
+    data = struct.pack("<Q", len(header)) + header.encode() + b"\0\1"  # a valid safetensors file
+    digest = hashlib.sha256(data).hexdigest()
+    store.dir.mkdir(parents=True)
+    store.path(digest).write_bytes(data)
+    stored = store.read_stored(digest)
+    assert stored.entries["model.w"].dtype == "U16"
+    with pytest.raises(SnapshotCorrupted, match="model.w has dtype U16"):
+        stored_weights_digest(stored, "model.")

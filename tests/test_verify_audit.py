@@ -69,6 +69,24 @@ def test_the_rechained_copy_itself_verifies(smoke_run, log, tmp_path):
 
 # ------------------------------------------------------------------------- (1) the final digest
 
+def test_verify_reads_every_snapshot_without_importing_torch(smoke_run):
+    """``autogrow verify`` of a whole run (every snapshot's bytes and metadata, the final
+    weights digest) in a fresh interpreter: it passes, and torch was never imported (an audit
+    of many runs would pay its import, seconds, for each)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from autogrow.cli import main\n"
+            f"code = main(['verify', {str(smoke_run)!r}])\n"
+            "print('exit', code, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "exit 0 False", proc.stdout
+    assert "snapshots checked" in proc.stdout
+
+
 def test_forged_final_weights_digest(smoke_run, log, tmp_path):
     """A run_finished whose weights_digest is not the final snapshot's weights (through the CLI:
     exit 1, the seq in its first FAIL line). Fails if the weights_digest comparison in

@@ -38,7 +38,7 @@ from autogrow.events import (
 from autogrow.policies import GrowthState, Phase, PolicyError, apply, due
 from autogrow.replay.projection import decode_record, live_events, live_records
 from autogrow.replay.retention import pruned_digests, retained_digests
-from autogrow.storage.layout import MODEL_PREFIX, section
+from autogrow.storage.layout import MODEL_PREFIX
 from autogrow.storage import LOG_NAME, EventLog, LogCorrupted, StorageError
 
 DECISIONS = (PolicyChecked, StageStopped, BlockAdded, GrowthFinished, FinetuneStarted)
@@ -101,7 +101,7 @@ def verify_run(run_dir: Path) -> Report:
 def _way_on(run_dir: Path, intact) -> str:
     """What can be done with a damaged log: fork from the latest snapshot before the damage
     that a fork can start from (an epoch boundary, its file present), if there is one."""
-    from autogrow.storage import SnapshotStore  # torch only when snapshots are read
+    from autogrow.storage.snapshots import SnapshotStore
 
     store = SnapshotStore(run_dir)
     try:
@@ -147,7 +147,7 @@ def _check_snapshots(run_dir: Path, records, events, problems: list[str],
     """Every snapshot present must match its digest and be the snapshot its record names (label,
     epoch, step in its metadata); those resume and fork need must be present; any other may be
     missing only if a ``snapshots_pruned`` event names it."""
-    from autogrow.storage import SnapshotStore  # torch only when snapshots are read
+    from autogrow.storage.snapshots import SnapshotStore
 
     store = SnapshotStore(run_dir)
     needed = retained_digests(records, keep=1)
@@ -169,7 +169,7 @@ def _check_snapshots(run_dir: Path, records, events, problems: list[str],
                                     "snapshots_pruned event deleted it (lost or removed by hand)")
                 continue
             try:
-                metadata[ev.digest] = store.get(ev.digest).metadata
+                metadata[ev.digest] = store.read_stored(ev.digest).metadata
                 checked += 1
             except StorageError as err:
                 problems.append(f"seq {seq}: {err}")
@@ -268,22 +268,25 @@ def _check_finish(run_dir: Path, seq: int, state: GrowthState, ev: RunFinished,
         problems.append(f"seq {seq}: run_finished follows no snapshot of the final net: {last}, "
                         f"the run trained {state.epoch} epochs")
         return
-    from autogrow.blocks import weights_digest
-    from autogrow.storage import SnapshotStore
+    from autogrow.storage.snapshots import SnapshotStore, stored_weights_digest
 
     store = SnapshotStore(run_dir)
     if not store.exists(last_snapshot.digest):
         return  # reported by the snapshot check
     try:
-        snapshot = store.get(last_snapshot.digest)
+        snapshot = store.read_stored(last_snapshot.digest)
     except StorageError:
         return  # reported by the snapshot check
     held = snapshot.metadata.get("arch", format_arch(state.arch))
     if held != format_arch(state.arch):
         problems.append(f"seq {seq}: the final snapshot {last_snapshot.digest[:12]}… holds a "
                         f"{held} net but the run finished with {format_arch(state.arch)}")
-    model = section(snapshot.tensors, MODEL_PREFIX)
-    if weights_digest(model) != ev.weights_digest:
+    try:
+        stored = stored_weights_digest(snapshot, MODEL_PREFIX)
+    except StorageError as err:  # an entry of a dtype no snapshot holds
+        problems.append(f"seq {seq}: {err}")
+        return
+    if stored != ev.weights_digest:
         problems.append(f"seq {seq}: weights_digest {ev.weights_digest[:12]}… does not match the "
                         f"final snapshot {last_snapshot.digest[:12]}…")
 

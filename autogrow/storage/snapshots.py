@@ -19,6 +19,11 @@ Test hook: when ``AUTOGROW_TEST_SNAPSHOT_PAUSE`` holds ``SECONDS`` (or ``SECONDS
 process's N-th put that writes), ``put`` writes half of the temp file, syncs it, says so on stderr
 and sleeps that long before writing the rest, so crash tests can SIGKILL a writer mid-snapshot;
 ``full@N`` fills the disk there instead (see ``_fs.write_with_test_pause``).
+
+Reading without torch: :meth:`SnapshotStore.read_stored` checks a file as :meth:`~SnapshotStore.get`
+does and hands back its raw entries (safetensors' own parser, no tensors made), and
+:func:`stored_weights_digest` digests them as :func:`autogrow.blocks.weights_digest` digests the
+same tensors, so ``autogrow verify`` never imports torch (a launch's largest cost).
 """
 
 from __future__ import annotations
@@ -29,13 +34,13 @@ import os
 import re
 import secrets
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import attrs
-import torch
-from safetensors.torch import load as _st_load
-from safetensors.torch import save as _st_save
+import safetensors
 
 from ._fs import disk_full, fsync_dir, is_disk_full, write_with_test_pause
 from .errors import InvalidDigest, SnapshotCorrupted, SnapshotMissing
@@ -48,6 +53,18 @@ PAUSE_ENV = "AUTOGROW_TEST_SNAPSHOT_PAUSE"
 
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
+if TYPE_CHECKING:
+    import torch
+
+#: safetensors' dtype codes as torch names them (``str(tensor.dtype)``), which the weights
+#: digest hashes; a code not here is no dtype a snapshot of this project holds.
+TORCH_DTYPE_NAMES = {
+    "F64": "torch.float64", "F32": "torch.float32", "F16": "torch.float16",
+    "BF16": "torch.bfloat16", "F8_E4M3": "torch.float8_e4m3fn", "F8_E5M2": "torch.float8_e5m2",
+    "I64": "torch.int64", "I32": "torch.int32", "I16": "torch.int16", "I8": "torch.int8",
+    "U8": "torch.uint8", "BOOL": "torch.bool",
+}
+
 
 @attrs.frozen
 class Snapshot:
@@ -56,6 +73,53 @@ class Snapshot:
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, str]
     digest: str
+
+
+@attrs.frozen
+class StoredTensor:
+    """One entry of a snapshot file as stored: safetensors' dtype code, shape and raw
+    (little-endian) bytes."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+
+@attrs.frozen
+class StoredSnapshot:
+    """A verified snapshot read without torch: its raw entries, metadata and digest."""
+
+    entries: dict[str, StoredTensor]
+    metadata: dict[str, str]
+    digest: str
+
+
+def digest_entries(entries: Iterator[tuple[str, str, tuple[int, ...], bytes]]) -> str:
+    """The weights digest's sha256 over ``(name, torch dtype name, shape, raw bytes)`` in the
+    order given (callers sort by name): each header field NUL-separated, then the bytes. One
+    definition for live tensors (:func:`autogrow.blocks.weights_digest`) and stored ones
+    (:func:`stored_weights_digest`)."""
+    h = hashlib.sha256()
+    for name, dtype, shape, data in entries:
+        h.update(f"{name}\0{dtype}\0{shape}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def stored_weights_digest(snapshot: StoredSnapshot, prefix: str) -> str:
+    """The weights digest of the entries under ``prefix`` (keyed without it), equal to
+    :func:`autogrow.blocks.weights_digest` of the same tensors loaded with torch."""
+    section = {k[len(prefix):]: v for k, v in snapshot.entries.items() if k.startswith(prefix)}
+
+    def entries() -> Iterator[tuple[str, str, tuple[int, ...], bytes]]:
+        for name in sorted(section):
+            t = section[name]
+            if t.dtype not in TORCH_DTYPE_NAMES:
+                raise SnapshotCorrupted(f"snapshot {snapshot.digest[:12]}…: {prefix}{name} has "
+                                        f"dtype {t.dtype}, which no snapshot of this project holds")
+            yield name, TORCH_DTYPE_NAMES[t.dtype], t.shape, t.data
+
+    return digest_entries(entries())
 
 
 def _check_digest(digest: object) -> str:
@@ -67,6 +131,8 @@ def _check_digest(digest: object) -> str:
 def _prepare(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Detached, contiguous CPU tensors; storage shared between entries (tied weights) is
     cloned, because safetensors refuses tensors that share memory."""
+    import torch
+
     if not isinstance(tensors, Mapping):
         raise TypeError(f"snapshot tensors must be a dict of str to Tensor, got {type(tensors).__name__}")
     out: dict[str, torch.Tensor] = {}
@@ -117,8 +183,10 @@ def snapshot_bytes(
     tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
 ) -> bytes:
     """The exact bytes ``put`` stores (its digest is their sha256)."""
+    from safetensors.torch import save
+
     meta = _check_metadata(metadata)
-    data = _st_save(_prepare(tensors), meta or None)
+    data = save(_prepare(tensors), meta or None)
     header, start = _split(data)
     stored_meta = header.pop("__metadata__", None)
     if stored_meta is not None:
@@ -188,8 +256,8 @@ class SnapshotStore:
             raise
         return digest
 
-    def get(self, digest: str) -> Snapshot:
-        """Read a snapshot, verifying its bytes against the digest before parsing them."""
+    def _verified_bytes(self, digest: str) -> tuple[Path, bytes]:
+        """The file's bytes, proven to be the ones named by ``digest``."""
         path = self.path(digest)
         try:
             data = path.read_bytes()
@@ -204,16 +272,41 @@ class SnapshotStore:
                 f"{path} is corrupted: its sha256 is {actual[:12]}..., not the digest it is named "
                 "by; restore it from a backup or resume/fork from another snapshot"
             )
+        return path, data
+
+    @staticmethod
+    def _not_safetensors(path: Path, err: Exception) -> SnapshotCorrupted:
+        return SnapshotCorrupted(
+            f"{path} matches its digest but is not a valid safetensors file ({err}); "
+            "it was not written by this store - remove it"
+        )
+
+    def get(self, digest: str) -> Snapshot:
+        """Read a snapshot, verifying its bytes against the digest before parsing them."""
+        from safetensors.torch import load
+
+        path, data = self._verified_bytes(digest)
         try:
             header, _ = _split(data)
             metadata = header.get("__metadata__") or {}
-            tensors = _st_load(data)
+            tensors = load(data)
         except Exception as err:  # noqa: BLE001 - any parse failure means a bad file
-            raise SnapshotCorrupted(
-                f"{path} matches its digest but is not a valid safetensors file ({err}); "
-                "it was not written by this store - remove it"
-            ) from None
+            raise self._not_safetensors(path, err) from None
         return Snapshot(tensors=tensors, metadata=dict(metadata), digest=digest)
+
+    def read_stored(self, digest: str) -> StoredSnapshot:
+        """:meth:`get`'s checks and the file's raw entries, without torch (what ``verify``
+        needs: metadata and the weights digest)."""
+        path, data = self._verified_bytes(digest)
+        try:
+            header, _ = _split(data)
+            metadata = header.get("__metadata__") or {}
+            entries = {name: StoredTensor(entry["dtype"], tuple(entry["shape"]),
+                                          bytes(entry["data"]))
+                       for name, entry in safetensors.deserialize(data)}
+        except Exception as err:  # noqa: BLE001 - any parse failure means a bad file
+            raise self._not_safetensors(path, err) from None
+        return StoredSnapshot(entries=entries, metadata=dict(metadata), digest=digest)
 
     def remove(self, digest: str) -> None:
         """Delete a snapshot (for explicit pruning)."""
