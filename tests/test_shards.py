@@ -192,8 +192,12 @@ def test_where_the_shards_are_found(tmp_path, folder):
     assert find(folder) is None  # an image folder
     beside = tmp_path / "official"  # the official tars beside their extracted folders
     shutil.copytree(folder, beside)
-    _tar(beside / "ILSVRC2012_img_train.tar", [])
+    _tar(beside / shards.OFFICIAL_TRAIN, [])
+    _tar(beside / shards.OFFICIAL_VAL, [])
     assert find(beside) is None and find(tmp_path / "nothing") is None
+    shutil.rmtree(beside / "train")  # the official tars alone (their test: below)
+    assert find(beside) == {"train": [beside / shards.OFFICIAL_TRAIN],
+                            "val": [beside / shards.OFFICIAL_VAL]}
     (sub / "validation" / "v.tar").unlink()
     with pytest.raises(DataError, match=r"holds train shards but no val shard: expected "
                                         r".*val/\*.tar"):
@@ -354,3 +358,77 @@ def test_an_index_of_another_manifest_is_not_used(converted, tmp_path):
     assert shards.read_index(tmp_path / "run", identity["manifest"]) is None
     stale = attrs.evolve(data.manifest, index=None)
     assert shards.refresh(stale, find(converted)).index.difference is None
+
+
+# ------------------------------------------------------------------ the official ILSVRC2012 tars
+
+
+def _official_tars(extracted: Path, out: Path) -> Path:
+    """``ILSVRC2012_img_train.tar`` (one tar per class, in a tar) and ``ILSVRC2012_img_val.tar``
+    (flat) of an extracted official layout, every member list in reverse order (the reader
+    sorts), and its devkit archive beside them."""
+    from autogrow.engine.data import layouts
+
+    out.mkdir()
+    shutil.copy(extracted / layouts.DEVKIT_ARCHIVE, out)
+    with tarfile.open(out / shards.OFFICIAL_TRAIN, "w") as outer:
+        for wnid in sorted((extracted / "train").iterdir(), reverse=True):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as tar:
+                for image in sorted(wnid.iterdir(), reverse=True):
+                    tar.add(image, arcname=image.name)
+            outer.addfile(_info(f"{wnid.name}.tar", len(inner.getvalue())),
+                          io.BytesIO(inner.getvalue()))
+    with tarfile.open(out / shards.OFFICIAL_VAL, "w") as tar:
+        for image in sorted((extracted / "val").iterdir(), reverse=True):
+            tar.add(image, arcname=image.name)
+    return out
+
+
+def test_the_official_tars_are_read_as_their_extracted_folders(tmp_path):
+    from tests import test_layouts
+    from tests.test_layouts import _official
+
+    source = tmp_path / "images"
+    for c, wnid in enumerate(test_layouts.WNIDS):
+        for i in range(test_layouts.TRAIN_PER_CLASS):
+            test_layouts._jpeg(source / "train" / wnid / f"{wnid}_{i}.JPEG", c * 3 + i)
+    for n in range(1, len(test_layouts.TRUTH) + 1):
+        test_layouts._jpeg(source / "val" / test_layouts._val_name(n), 20 + n)
+    extracted = _official(source, tmp_path / "extracted", "archive")
+    tars = _official_tars(extracted, tmp_path / "tars")
+    assert find(tars) == {"train": [tars / shards.OFFICIAL_TRAIN],
+                          "val": [tars / shards.OFFICIAL_VAL]}
+    folder = load_dataset("imagenet", data_root=extracted, seed=2, val_split=0.25)
+    packed = load_dataset("imagenet", data_root=tars, seed=2, val_split=0.25, workers=2)
+    assert packed.classes == folder.classes == tuple(test_layouts.WNIDS)
+    listing = packed.manifest.splits["train"]
+    assert listing.paths[:2] == [f"{shards.OFFICIAL_TRAIN}/n01440764.tar/n01440764_0.JPEG",
+                                 f"{shards.OFFICIAL_TRAIN}/n01440764.tar/n01440764_1.JPEG"]
+    val = packed.manifest.splits["val"]
+    assert val.paths[0] == f"{shards.OFFICIAL_VAL}/{test_layouts._val_name(1)}"
+    assert val.labels == folder.manifest.splits["val"].labels
+    assert val.sizes == folder.manifest.splits["val"].sizes
+    for kind, passes in {
+            "train": lambda d: train_batches(d.train, seed=2, epoch=1, batch_size=3),
+            "test": lambda d: eval_batches(d.test, 5)}.items():
+        a = [(x.clone(), y.clone()) for x, y in passes(packed)]
+        b = [(x.clone(), y.clone()) for x, y in passes(folder)]
+        assert len(a) == len(b) > 1, kind
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb), kind
+
+    # a resume needs no devkit (the val tar is as indexed); a changed val tar is refused
+    identity = factories.record_data(packed, tmp_path / "run")
+    (tars / "ILSVRC2012_devkit_t12.tar.gz").unlink()
+    _resume(tars, tmp_path / "run", identity)
+    last = extracted / "val" / test_layouts._val_name(len(test_layouts.TRUTH))
+    with tarfile.open(tars / shards.OFFICIAL_VAL, "w") as tar:  # written again, one image less
+        for image in sorted((extracted / "val").iterdir()):
+            if image != last:
+                tar.add(image, arcname=image.name)
+    shutil.copy(extracted / "ILSVRC2012_devkit_t12.tar.gz", tars)  # a rescan labels val again
+    with pytest.raises(DataError, match=rf"val/{shards.OFFICIAL_VAL}/"
+                                        rf"{test_layouts._val_name(len(test_layouts.TRUTH))} is "
+                                        r"missing"):
+        _resume(tars, tmp_path / "run", identity)

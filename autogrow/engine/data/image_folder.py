@@ -434,7 +434,7 @@ def _shard_splits(info: DatasetInfo, root: Path, found: dict[str, list[Path]],
     """:func:`load_folder_splits` of WebDataset tar shards (:mod:`.shards`): indexed once by a
     new run; a run's manifest comes with its index, refreshed for the shards found now."""
     manifest = (shards.index(info.name, root, found) if manifest is None
-                else shards.refresh(manifest, found))
+                else shards.refresh(manifest, found, info.name, root))
     names = {split: _PathTable(listing.paths) for split, listing in manifest.splits.items()}
     images = FolderImages.of_tables(
         shards.tables(found, manifest, names),

@@ -7,7 +7,8 @@ index as ASCII text (``key.cls``); other members of a sample (``key.json``, …)
 root holds them either as ``ROOT/train/*.tar`` and ``ROOT/val/*.tar`` (or ``ROOT/validation/``),
 or directly, named as ``timm/imagenet-1k-wds`` names them: a ``.tar`` whose name has the word
 ``train`` is a train shard, ``val`` or ``validation`` a val shard (``imagenet1k-train-0000.tar``,
-``imagenet1k-validation-00.tar``), any other is not read. Classes are the lines of
+``imagenet1k-validation-00.tar``), any other is not read; or the official ILSVRC2012 tars as
+downloaded (:func:`scan_official`). Classes are the lines of
 ``ROOT/classes.txt`` (the converter, ``scripts/folder_to_shards.py``, writes the folder's class
 names there), else ``0`` … the largest class index.
 
@@ -50,6 +51,8 @@ SUFFIX = ".tar"
 CLASSES_FILE = "classes.txt"
 INDEX_PATH = Path("data") / "shard-index.npz"  # inside the run directory, beside the manifest
 VAL_FOLDERS = ("val", "validation")
+#: The official ILSVRC2012 tars, read as they are downloaded (val labelled by the devkit).
+OFFICIAL_TRAIN, OFFICIAL_VAL = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"
 _WORDS = {"train": "train", "val": "val", "validation": "val"}
 
 
@@ -75,6 +78,9 @@ def find(root: Path | None) -> dict[str, list[Path]] | None:
     even beside ``.tar`` files (the official ILSVRC2012 tars kept beside their extraction)."""
     if root is None:
         return None
+    if (not (root / "train").is_dir() and (root / OFFICIAL_TRAIN).is_file()
+            and (root / OFFICIAL_VAL).is_file()):
+        return {"train": [root / OFFICIAL_TRAIN], "val": [root / OFFICIAL_VAL]}
     if (root / "train").is_dir():
         train = _tars(root / "train")
         if not train:
@@ -113,6 +119,7 @@ class Scanned:
     offsets: list[int]
     sizes: list[int]
     labels: list[int]
+    classes: list[str] | None = None  # the official train tar's (its class tars' names)
 
 
 def _split_key(member: str) -> tuple[str, str]:
@@ -140,14 +147,15 @@ def _number(field: bytes) -> int:
         raise _BadTar(f"a numeric field holds {text[:12]!r}") from None
 
 
-def members(fd: int) -> Iterator[tuple[str, int, int, bytes]]:
+def members(fd: int, start: int = 0, end: int | None = None
+            ) -> Iterator[tuple[str, int, int, bytes]]:
     """``(name, data offset, size, first bytes of the data)`` of each regular file of the
-    uncompressed tar open at ``fd``, in tar order, reading only headers (one ``pread`` of two
-    blocks each: a header and the start of its data). Reads POSIX ustar, GNU (long names) and
-    pax (``path``, ``size``) headers as tarfile does, in a tenth of its time; checksums are
-    checked."""
-    offset, long_name, pax = 0, None, {}
-    while True:
+    uncompressed tar open at ``fd`` (the tar at bytes ``[start, end)`` of the file: a member
+    of an outer tar), in tar order, reading only headers (one ``pread`` of two blocks each: a
+    header and the start of its data). Reads POSIX ustar, GNU (long names) and pax (``path``,
+    ``size``) headers as tarfile does, in a sixth of its time; checksums are checked."""
+    offset, long_name, pax = start, None, {}
+    while end is None or offset < end:
         chunk = os.pread(fd, 2 * BLOCK, offset)
         header = chunk[:BLOCK]
         if len(header) < BLOCK:
@@ -241,6 +249,55 @@ def scan_shard(path: Path) -> Scanned:
     return out
 
 
+def _images_of(fd: int, start: int = 0, end: int | None = None) -> list[tuple[str, int, int]]:
+    """``(name, offset, size)`` of the images of a tar (or of a tar inside one), sorted by name
+    as torchvision's ImageFolder sorts a folder's files; hidden and other files left out."""
+    extensions = layouts.image_extensions()
+    return sorted((name, offset, size) for name, offset, size, _ in members(fd, start, end)
+                  if name.lower().endswith(extensions)
+                  and all(layouts.visible(part) for part in name.split("/")))
+
+
+def scan_official(path: Path, name: str, root: Path, classes: Sequence[str] | None) -> Scanned:
+    """The official ``ILSVRC2012_img_train.tar`` (a tar of one tar per class,
+    ``n01440764.tar``…; classes are their names, sorted) or ``ILSVRC2012_img_val.tar`` (flat,
+    labelled by the devkit beside it, as a flat val folder: :mod:`.layouts`), in the row order
+    of their extracted folders. The inner tars are uncompressed, so an image's bytes are at its
+    class tar's offset plus its own: the index reads headers only, as for shards."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+    try:
+        if path.name == OFFICIAL_VAL:
+            rows = _images_of(fd)
+            labels = layouts.label_flat_val(name, layouts.Layout(root, root), [r[0] for r in rows],
+                                            {c: i for i, c in enumerate(classes or [])})
+            return Scanned([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                           labels)
+        inner = sorted((n, offset, size) for n, offset, size, _ in members(fd)
+                       if n.endswith(SUFFIX) and "/" not in n and layouts.visible(n))
+        out = Scanned([], [], [], [], [n[: -len(SUFFIX)] for n, _, _ in inner])
+        for c, (tar_name, offset, size) in enumerate(inner):
+            for member, at, length in _images_of(fd, offset, offset + size):
+                out.names.append(f"{tar_name}/{member}")
+                out.offsets.append(at)
+                out.sizes.append(length)
+                out.labels.append(c)
+        return out
+    except (_BadTar, OSError, ValueError) as err:
+        raise DataError(f"cannot read {path}: {err}; restore the official file") from None
+    finally:
+        os.close(fd)
+
+
+def _scan(path: Path, name: str, root: Path, classes: Sequence[str] | None) -> Scanned:
+    """One shard's samples, or one official tar's."""
+    if path.name in (OFFICIAL_TRAIN, OFFICIAL_VAL):
+        return scan_official(path, name, root, classes)
+    return scan_shard(path)
+
+
 # --------------------------------------------------------------------------------------------
 # The index: where each sample's bytes are
 # --------------------------------------------------------------------------------------------
@@ -281,13 +338,14 @@ def _classes(name: str, root: Path, largest: int) -> list[str]:
 def index(name: str, root: Path, shards: Mapping[str, list[Path]]) -> Manifest:
     """A new run's manifest of the shards, its :class:`ShardIndex` attached (every shard's
     headers read once)."""
-    splits, index_of = {}, {}
-    for split, paths in shards.items():
+    splits, index_of, classes = {}, {}, None
+    for split, paths in shards.items():  # train first: the official val is labelled by its classes
         rows: list[tuple[str, int, int]] = []
         shard_of, offsets, stats = [], [], []
         for n, path in enumerate(paths):
             stats.append(_stat(path))
-            scanned = scan_shard(path)
+            scanned = _scan(path, name, root, classes)
+            classes = scanned.classes or classes
             rows += zip((f"{path.name}/{m}" for m in scanned.names), scanned.sizes, scanned.labels)
             shard_of += [n] * len(scanned.names)
             offsets += scanned.offsets
@@ -301,10 +359,12 @@ def index(name: str, root: Path, shards: Mapping[str, list[Path]]) -> Manifest:
         stats={s: v[1] for s, v in index_of.items()},
         shard_of={s: np.asarray(v[2], dtype=np.int32) for s, v in index_of.items()},
         offsets={s: np.asarray(v[3], dtype=np.int64) for s, v in index_of.items()})
-    return Manifest(tuple(_classes(name, root, largest)), splits, kind="shards", index=built)
+    return Manifest(tuple(classes or _classes(name, root, largest)), splits, kind="shards",
+                    index=built)
 
 
-def refresh(manifest: Manifest, shards: Mapping[str, list[Path]]) -> Manifest:
+def refresh(manifest: Manifest, shards: Mapping[str, list[Path]], name: str = "imagenet",
+            root: Path | None = None) -> Manifest:
     """A run's shard manifest with an index for the shards found now: a shard whose size and
     mtime are the indexed ones keeps its offsets, any other is scanned again; the samples so
     found are compared with the manifest's, the first difference kept in the index for
@@ -328,7 +388,7 @@ def refresh(manifest: Manifest, shards: Mapping[str, list[Path]]) -> Manifest:
                              (listing.labels[r] for r in rows))
                 at += old.offsets[split][kept[0]:kept[1]].tolist()
             else:
-                scanned = scan_shard(path)
+                scanned = _scan(path, name, root or path.parent, manifest.classes)
                 found += zip((f"{path.name}/{m}" for m in scanned.names), scanned.sizes,
                              scanned.labels)
                 at += scanned.offsets
