@@ -154,8 +154,10 @@ def _info(name: str, size: int, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInf
 
 
 def test_samples_group_by_key_and_others_are_refused(tmp_path):
-    good = _tar(tmp_path / "a.tar", [("x/k1.jpg", b"J1"), ("x/k1.cls", b" 7\n"),
-                                     ("x/k1.json", b"{}"), ("k2.JPEG", b"J2"), ("k2.cls", b"0")])
+    good = _tar(tmp_path / "a.tar", [("x/k1.jpg", b"J1"), ("x/._k1.jpg", b"mac"),
+                                     ("x/k1.cls", b" 7\n"), ("x/k1.json", b"{}"),
+                                     (".hidden/k3.jpg", b"J3"), ("k2.JPEG", b"J2"),
+                                     ("k2.cls", b"0")])
     scanned = scan_shard(good)
     assert scanned.names == ["x/k1.jpg", "k2.JPEG"] and scanned.labels == [7, 0]
     assert scanned.sizes == [2, 2]

@@ -3,7 +3,8 @@
 A shard is a plain (uncompressed) tar whose samples are consecutive members sharing a key (the
 member name up to the first ``.`` of its base name, WebDataset's rule): one image
 (``key.jpg``, ``.jpeg``, ``.png``, … any extension torchvision's ImageFolder reads) and its class
-index as ASCII text (``key.cls``); other members of a sample (``key.json``, …) are ignored. A data
+index as ASCII text (``key.cls``); other members of a sample (``key.json``, …) are ignored, and
+so are hidden members (a ``.``-named part: macOS's ``._key.jpg``), as in a folder. A data
 root holds them either as ``ROOT/train/*.tar`` and ``ROOT/val/*.tar`` (or ``ROOT/validation/``),
 or directly, named as ``timm/imagenet-1k-wds`` names them: a ``.tar`` whose name has the word
 ``train`` is a train shard, ``val`` or ``validation`` a val shard (``imagenet1k-train-0000.tar``,
@@ -235,6 +236,8 @@ def scan_shard(path: Path) -> Scanned:
     try:
         key, found = None, {}
         for member in members(fd):
+            if not all(layouts.visible(part) for part in member[0].split("/")):
+                continue  # macOS's ._name, .DS_Store: not data, as in a folder
             k, ext = _split_key(member[0])
             if k != key:
                 close(key, found)
