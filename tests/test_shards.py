@@ -206,6 +206,30 @@ def test_where_the_shards_are_found(tmp_path, folder):
         load_dataset("imagenet", data_root=sub)
 
 
+def test_a_brace_pattern_names_the_shards(converted, tmp_path):
+    assert shards.expand_braces("a{08..10}b{x,y{1..2}}") == [
+        "a08bx", "a08by1", "a08by2", "a09bx", "a09by1", "a09by2", "a10bx", "a10by1", "a10by2"]
+    assert shards.expand_braces("s-{3..1}{}.tar") == ["s-3{}.tar", "s-2{}.tar", "s-1{}.tar"]
+    assert shards.expand_braces("{7..10}") == ["7", "8", "9", "10"]  # no leading zero: no pad
+    pattern = f"{converted}/{{val/val-{{000000..000003}},train/train-{{000000..000009}}}}.tar"
+    found = find(Path(pattern))
+    assert found == find(converted)
+    by_pattern = load_dataset("imagenet", data_root=pattern, seed=1)
+    by_folder = load_dataset("imagenet", data_root=converted, seed=1)
+    assert by_pattern.manifest.encode() == by_folder.manifest.encode()  # classes.txt found too
+    assert by_pattern.classes == ("class0", "class1", "class2")
+    for bad, said in ((pattern.replace("000009", "000010"), r"of the 15 shards .* names, "
+                                                            r".*train-000010.tar is not there"),
+                      (pattern.replace("000003", "000005"), r"val-000004.tar \(and 1 more\)"),
+                      (f"{converted}/{{train/train-000000,classes}}.tar", "is not there"),
+                      (f"{converted}/train/train-{{000000..000001", "an unclosed brace")):
+        with pytest.raises(DataError, match=said):
+            find(Path(bad))
+    odd = _tar(tmp_path / "other-0.tar", [])
+    with pytest.raises(DataError, match="other-0.tar is named with neither 'train' nor 'val'"):
+        find(Path(f"{{{odd},{converted}/train/train-000000.tar}}"))
+
+
 # ------------------------------------------------------------------ the converter
 
 

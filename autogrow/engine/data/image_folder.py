@@ -410,7 +410,7 @@ def load_folder_splits(
     Given a run's ``manifest``, the images are the manifest's, in its order, and the tree is not
     listed (:func:`~autogrow.engine.data.manifest.check_tree` compares it with the manifest);
     only the split folders are found again (a moved root)."""
-    found = shards.find(root)
+    found = shards.find(root, info.name)
     if manifest is not None and (manifest.kind == "shards") != (found is not None):
         trained, now = (("tar shards", "no tar shards") if found is None
                         else ("an image folder", "tar shards"))
@@ -434,7 +434,7 @@ def _shard_splits(info: DatasetInfo, root: Path, found: dict[str, list[Path]],
     """:func:`load_folder_splits` of WebDataset tar shards (:mod:`.shards`): indexed once by a
     new run; a run's manifest comes with its index, refreshed for the shards found now."""
     manifest = (shards.index(info.name, root, found) if manifest is None
-                else shards.refresh(manifest, found, info.name, root))
+                else shards.refresh(manifest, found, info.name))
     names = {split: _PathTable(listing.paths) for split, listing in manifest.splits.items()}
     images = FolderImages.of_tables(
         shards.tables(found, manifest, names),

@@ -8,10 +8,11 @@ so are hidden members (a ``.``-named part: macOS's ``._key.jpg``), as in a folde
 root holds them either as ``ROOT/train/*.tar`` and ``ROOT/val/*.tar`` (or ``ROOT/validation/``),
 or directly, named as ``timm/imagenet-1k-wds`` names them: a ``.tar`` whose name has the word
 ``train`` is a train shard, ``val`` or ``validation`` a val shard (``imagenet1k-train-0000.tar``,
-``imagenet1k-validation-00.tar``), any other is not read; or the official ILSVRC2012 tars as
-downloaded (:func:`scan_official`). Classes are the lines of
-``ROOT/classes.txt`` (the converter, ``scripts/folder_to_shards.py``, writes the folder's class
-names there), else ``0`` … the largest class index.
+``imagenet1k-validation-00.tar``), any other is not read; or a brace pattern naming them
+(:func:`expand_braces`); or the official ILSVRC2012 tars as downloaded (:func:`scan_official`).
+Classes are the lines of ``classes.txt`` in the folder above all the shards (the converter,
+``scripts/folder_to_shards.py``, writes the folder's class names there), else ``0`` … the
+largest class index.
 
 **Row order.** A split's samples are numbered in shard-name order (sorted), members in tar order:
 the converter writes a folder's images in its listing's order into shards numbered in that order,
@@ -73,12 +74,85 @@ def _tars(folder: Path) -> list[Path]:
     return [folder / n for n in sorted(names)]
 
 
-def find(root: Path | None) -> dict[str, list[Path]] | None:
+def expand_braces(pattern: str) -> list[str]:
+    """A brace pattern's strings, as bash and WebDataset expand it: ``{a,b}`` alternatives and
+    ``{0000..1023}`` ranges (zero-padded to the longer bound's width when a bound has a leading
+    zero), nested, left to right."""
+    start = pattern.find("{")
+    if start < 0:
+        return [pattern]
+    depth, commas = 0, []
+    for at in range(start, len(pattern)):
+        ch = pattern[at]
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if ch == "," and depth == 1:
+            commas.append(at)
+        if depth == 0:
+            break
+    else:
+        raise ValueError(f"an unclosed brace in {pattern!r}")
+    head, body, tail = pattern[:start], pattern[start + 1 : at], pattern[at + 1 :]
+    span = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if span:
+        a, b = span.groups()
+        width = max(len(a), len(b)) if a.startswith("0") or b.startswith("0") else 0
+        step = 1 if int(b) >= int(a) else -1
+        parts = [str(i).zfill(width) for i in range(int(a), int(b) + step, step)]
+    elif commas:
+        cuts = [start, *commas, at]
+        parts = [pattern[cuts[i] + 1 : cuts[i + 1]] for i in range(len(cuts) - 1)]
+    else:
+        parts = ["{" + body + "}"]  # not a pattern: a literal brace, as bash leaves it
+        return [head + parts[0] + rest for rest in expand_braces(tail)]
+    return [out for part in parts for out in expand_braces(head + part + tail)]
+
+
+def _by_word(paths: list[Path]) -> dict[str, list[Path]]:
+    """Tar files sorted into train and val by the word in their names (the rest left out)."""
+    found: dict[str, list[Path]] = {"train": [], "val": []}
+    for path in paths:
+        words = {_WORDS[w] for w in re.split(r"[^a-z0-9]+", path.stem.lower()) if w in _WORDS}
+        if len(words) == 1:
+            found[words.pop()].append(path)
+    return found
+
+
+def _from_pattern(name: str, pattern: str) -> dict[str, list[Path]]:
+    """The shards a brace pattern names (each must be there; named with train or val)."""
+    try:
+        paths = [Path(p) for p in expand_braces(pattern)]
+    except ValueError as err:
+        raise DataError(f"{name}: data root {pattern}: {err}") from None
+    missing = [p for p in paths if not p.is_file()]
+    found = _by_word(paths)
+    odd = [p for p in paths if p not in found["train"] and p not in found["val"]]
+    names = [p.name for p in paths]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if missing or odd or twice:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        said = (f"{missing[0]}{more} is not there" if missing else
+                f"{odd[0].name} is named with neither 'train' nor 'val'" if odd else
+                f"two shards are named {twice[0]}")
+        raise DataError(f"{name}: of the {len(paths)} shards {pattern} names, {said}; "
+                        "correct the pattern")
+    return {split: sorted(v, key=lambda p: p.name) for split, v in found.items()}
+
+
+def classes_folder(shards: Mapping[str, list[Path]]) -> Path:
+    """Where ``classes.txt`` (and an official devkit) is: the folder above every shard."""
+    return Path(os.path.commonpath([str(p.parent) for v in shards.values() for p in v]))
+
+
+def find(root: Path | None, name: str = "imagenet") -> dict[str, list[Path]] | None:
     """The train and val shards under ``root`` (sorted by name), or None where ``root`` holds
     no train shard (another layout). A ``train/`` folder with class folders is an image folder's,
-    even beside ``.tar`` files (the official ILSVRC2012 tars kept beside their extraction)."""
+    even beside ``.tar`` files (the official ILSVRC2012 tars kept beside their extraction).
+    ``root`` may be a brace pattern naming the shards (``…/imagenet1k-{train-{0000..1023},
+    validation-{00..63}}.tar``), each named with ``train`` or ``val``, each refused if absent."""
     if root is None:
         return None
+    if "{" in str(root) and not root.exists():
+        return _from_pattern(name, str(root))
     if (not (root / "train").is_dir() and (root / OFFICIAL_TRAIN).is_file()
             and (root / OFFICIAL_VAL).is_file()):
         return {"train": [root / OFFICIAL_TRAIN], "val": [root / OFFICIAL_VAL]}
@@ -88,11 +162,7 @@ def find(root: Path | None) -> dict[str, list[Path]] | None:
             return None
         val = next((t for t in (_tars(root / v) for v in VAL_FOLDERS) if t), [])
         return {"train": train, "val": val}
-    found: dict[str, list[Path]] = {"train": [], "val": []}
-    for path in _tars(root):
-        words = {_WORDS[w] for w in re.split(r"[^a-z0-9]+", path.stem.lower()) if w in _WORDS}
-        if len(words) == 1:
-            found[words.pop()].append(path)
+    found = _by_word(_tars(root))
     return found if found["train"] else None
 
 
@@ -295,7 +365,7 @@ def scan_official(path: Path, name: str, root: Path, classes: Sequence[str] | No
 
 
 def _scan(path: Path, name: str, root: Path, classes: Sequence[str] | None) -> Scanned:
-    """One shard's samples, or one official tar's."""
+    """One shard's samples, or one official tar's (``root``: the folder with its devkit)."""
     if path.name in (OFFICIAL_TRAIN, OFFICIAL_VAL):
         return scan_official(path, name, root, classes)
     return scan_shard(path)
@@ -347,7 +417,7 @@ def index(name: str, root: Path, shards: Mapping[str, list[Path]]) -> Manifest:
         shard_of, offsets, stats = [], [], []
         for n, path in enumerate(paths):
             stats.append(_stat(path))
-            scanned = _scan(path, name, root, classes)
+            scanned = _scan(path, name, classes_folder(shards), classes)
             classes = scanned.classes or classes
             rows += zip((f"{path.name}/{m}" for m in scanned.names), scanned.sizes, scanned.labels)
             shard_of += [n] * len(scanned.names)
@@ -362,12 +432,12 @@ def index(name: str, root: Path, shards: Mapping[str, list[Path]]) -> Manifest:
         stats={s: v[1] for s, v in index_of.items()},
         shard_of={s: np.asarray(v[2], dtype=np.int32) for s, v in index_of.items()},
         offsets={s: np.asarray(v[3], dtype=np.int64) for s, v in index_of.items()})
-    return Manifest(tuple(classes or _classes(name, root, largest)), splits, kind="shards",
-                    index=built)
+    return Manifest(tuple(classes or _classes(name, classes_folder(shards), largest)), splits,
+                    kind="shards", index=built)
 
 
-def refresh(manifest: Manifest, shards: Mapping[str, list[Path]], name: str = "imagenet",
-            root: Path | None = None) -> Manifest:
+def refresh(manifest: Manifest, shards: Mapping[str, list[Path]],
+            name: str = "imagenet") -> Manifest:
     """A run's shard manifest with an index for the shards found now: a shard whose size and
     mtime are the indexed ones keeps its offsets, any other is scanned again; the samples so
     found are compared with the manifest's, the first difference kept in the index for
@@ -391,7 +461,7 @@ def refresh(manifest: Manifest, shards: Mapping[str, list[Path]], name: str = "i
                              (listing.labels[r] for r in rows))
                 at += old.offsets[split][kept[0]:kept[1]].tolist()
             else:
-                scanned = _scan(path, name, root or path.parent, manifest.classes)
+                scanned = _scan(path, name, classes_folder(shards), manifest.classes)
                 found += zip((f"{path.name}/{m}" for m in scanned.names), scanned.sizes,
                              scanned.labels)
                 at += scanned.offsets
