@@ -429,7 +429,7 @@ def test_gpu_runs_get_pixels_that_normalise_to_the_cpu_runs_input(folder):
     assert cpu.stats is not None  # a CPU run: normalised on the workers
     samples = {src: [(table[i], int(cpu.labels[src][i])) for i in range(len(table))]
                for src, table in cpu.paths.items()}
-    pixels = FolderImages(samples, cpu.hflip, stats=None)  # what a CUDA run's workers make
+    pixels = FolderImages.of_files(samples, cpu.hflip, stats=None)  # what a CUDA run's workers make
     x, _ = pixels.__getitems__([("train", 0, 7), ("test", 1, -1)])
     assert x.dtype == torch.uint8 and x.is_contiguous(memory_format=torch.channels_last)
     gpu_like = attrs.evolve(data.train, reader=FolderReader(pixels, workers=2, pin_memory=False))

@@ -144,28 +144,26 @@ Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
 class FolderImages(torch.utils.data.Dataset):
     """The train and test images by :data:`Key` (files of a folder, or samples of tar shards:
-    :meth:`of_tables`); a batch of keys becomes one channels-last ``N×3×CROP×CROP`` tensor and
+    :class:`.shards.ShardTable`); a batch of keys becomes one channels-last ``N×3×CROP×CROP`` tensor and
     its int64 labels: uint8 pixels, or, given ``stats`` (mean, std), the normalised float32
     input itself — for a CPU run, whose "device" is the CPU: there are no bytes to save on a
     wire, and the workers' cores do the work."""
 
-    def __init__(self, samples: dict[str, list[tuple[str, int]]], hflip: bool,
+    def __init__(self, tables: dict, labels: dict[str, list[int]], hflip: bool,
                  stats: Stats | None = None) -> None:
-        self.paths = {src: _PathTable([p for p, _ in rows]) for src, rows in samples.items()}
-        self.labels = {src: torch.tensor([c for _, c in rows], dtype=torch.int64)
-                       for src, rows in samples.items()}
+        """``tables``, by source: objects with ``read(row)`` giving an image's bytes and
+        ``[row]`` the name a message uses (:class:`_PathTable`, :class:`.shards.ShardTable`)."""
+        self.paths = dict(tables)
+        self.labels = {src: torch.tensor(rows, dtype=torch.int64) for src, rows in labels.items()}
         self.hflip = hflip
         self.stats = stats
 
     @classmethod
-    def of_tables(cls, tables: dict, labels: dict[str, list[int]], hflip: bool,
-                  stats: Stats | None = None) -> "FolderImages":
-        """Images read through ``tables`` (by source: objects with ``read(row)`` giving the
-        bytes and ``[row]`` the name a message uses, as :class:`.shards.ShardTable`)."""
-        images = cls({}, hflip, stats)
-        images.paths = dict(tables)
-        images.labels = {src: torch.tensor(rows, dtype=torch.int64) for src, rows in labels.items()}
-        return images
+    def of_files(cls, samples: dict[str, list[tuple[str, int]]], hflip: bool,
+                 stats: Stats | None = None) -> "FolderImages":
+        """The images of an image folder: ``(path, class)`` rows by source."""
+        return cls({src: _PathTable([p for p, _ in rows]) for src, rows in samples.items()},
+                   {src: [c for _, c in rows] for src, rows in samples.items()}, hflip, stats)
 
     def __len__(self) -> int:
         return sum(len(t) for t in self.paths.values())
@@ -423,7 +421,7 @@ def load_folder_splits(
     layout = layouts.locate(info.name, root)
     if manifest is None:
         manifest = list_images(info, layout)
-    images = FolderImages(manifest.samples(layout.folders), info.hflip,
+    images = FolderImages.of_files(manifest.samples(layout.folders), info.hflip,
                           (info.mean, info.std) if dev.type == "cpu" else None)
     return _splits(info, root, images, manifest, dev, choice, workers)
 
@@ -436,7 +434,7 @@ def _shard_splits(info: DatasetInfo, root: Path, found: dict[str, list[Path]],
     manifest = (shards.index(info.name, root, found) if manifest is None
                 else shards.refresh(manifest, found, info.name))
     names = {split: _PathTable(listing.paths) for split, listing in manifest.splits.items()}
-    images = FolderImages.of_tables(
+    images = FolderImages(
         shards.tables(found, manifest, names),
         {SOURCES[split]: listing.labels for split, listing in manifest.splits.items()},
         info.hflip, (info.mean, info.std) if dev.type == "cpu" else None)
